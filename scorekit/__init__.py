@@ -1,0 +1,34 @@
+"""scorekit: score-based SDE diffusion models (Song et al., ICLR 2021) in the diffusers ecosystem."""
+
+from .conditioning import Compose, Condition
+from .correctors import CORRECTORS
+from .ddim import ddim_step, tweedie_denoise
+from .ode import pf_ode_drift
+from .predictors import PREDICTORS
+from .sampling import SAMPLERS, sample
+from .score import model_score_fn
+from .sde import SDE, SDES, VESDE, VPSDE, SubVPSDE, get_sde
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "ScoreSDEPipeline": "scorekit.pipelines",
+    "ScoreSDEPipelineOutput": "scorekit.pipelines",
+    "ScoreSDEPCScheduler": "scorekit.schedulers",
+    "ScoreSDEODEScheduler": "scorekit.schedulers",
+}
+
+
+def __getattr__(name):
+    # diffusers-dependent classes load on first use, so `import scorekit` stays light for pure-math users.
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'scorekit' has no attribute {name!r}")
+
+
+__all__ = [
+    "SDE", "VPSDE", "SubVPSDE", "VESDE", "SDES", "get_sde", "sample", "SAMPLERS", "PREDICTORS", "CORRECTORS",
+    "pf_ode_drift", "ddim_step", "tweedie_denoise", "model_score_fn", "Condition", "Compose", *_LAZY,
+]

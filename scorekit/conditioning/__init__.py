@@ -1,0 +1,5 @@
+"""Conditioning that composes with every sampler: score wrappers (guidance) and projections (inpainting, colorization)."""
+
+from .base import Compose, Condition
+
+__all__ = ["Condition", "Compose"]

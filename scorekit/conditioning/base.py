@@ -1,0 +1,71 @@
+"""The hook interface every sampler calls, so conditioning never changes a solver (dpm-solver's wrapper idea)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+
+from ..sde import SDE
+
+
+class Condition:
+    """A condition on the sample. Samplers call, in order:
+
+    1. ``bind(sde, x_T, generator)`` once before sampling (validate shapes, draw any fixed noise);
+    2. ``wrap_score(score_fn)`` once, to steer the score (classifier guidance);
+    3. ``project(x, t, generator)`` after every stochastic predictor / corrector / DDIM step (replacement method);
+    4. ``project_ode(x, t)`` on every state a deterministic ODE solver evaluates (a smooth observation path);
+    5. ``finalize(x)`` on the returned sample (e.g. known pixels equal the observation exactly).
+
+    Every hook defaults to the identity.
+    """
+
+    def bind(self, sde: SDE, x_T: torch.Tensor, generator: torch.Generator | None) -> None:
+        pass
+
+    def wrap_score(self, score_fn: Callable) -> Callable:
+        return score_fn
+
+    def project(self, x: torch.Tensor, t: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        return x
+
+    def project_ode(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def finalize(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+class Compose(Condition):
+    """Apply several conditions in sequence (e.g. class guidance plus inpainting)."""
+
+    def __init__(self, conditions: Sequence[Condition]):
+        for i, c in enumerate(conditions):
+            if not isinstance(c, Condition):
+                raise TypeError(f"conditions[{i}] must be a scorekit Condition, got {type(c).__name__}")
+        self.conditions = list(conditions)
+
+    def bind(self, sde, x_T, generator):
+        for c in self.conditions:
+            c.bind(sde, x_T, generator)
+
+    def wrap_score(self, score_fn):
+        for c in self.conditions:
+            score_fn = c.wrap_score(score_fn)
+        return score_fn
+
+    def project(self, x, t, generator):
+        for c in self.conditions:
+            x = c.project(x, t, generator)
+        return x
+
+    def project_ode(self, x, t):
+        for c in self.conditions:
+            x = c.project_ode(x, t)
+        return x
+
+    def finalize(self, x):
+        for c in self.conditions:
+            x = c.finalize(x)
+        return x

@@ -1,0 +1,263 @@
+"""The functional front door: ``x, info = scorekit.sample(score_fn, sde, shape, sampler=...)``.
+
+Samplers: ``"pc"`` (predictor-corrector, Algorithm 1 of Song et al. 2021), ``"ode"`` (probability-flow ODE, eq. 13,
+fixed-step or adaptive), ``"ddim"`` and ``"ald"`` (NCSN annealed Langevin dynamics, i.e. corrector-only PC with the
+NCSN step size). ``info["nfe"]`` is the number of score evaluations the run truly cost.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from functools import partial
+from typing import Any
+
+import torch
+
+from .conditioning.base import Condition
+from .correctors import CORRECTOR_ALIASES, CORRECTORS
+from .ddim import ddim_step, tweedie_denoise
+from .ode import ADAPTIVE_METHODS, FIXED_METHODS, FIXED_STEPS, odeint_adaptive, pf_ode_drift
+from .predictors import PREDICTOR_ALIASES, PREDICTORS
+from .sde import SDE
+from .utils import append_dims, batch_time, check_choice, check_finite, check_positive, randn_like
+
+SAMPLERS = ("pc", "ode", "ddim", "ald")
+DEFAULT_STEPS = {"pc": 1000, "ode": 100, "ddim": 100, "ald": 100}
+
+
+class CountedScore:
+    """Wrap ``score_fn`` to count evaluations (NFE) and check every output's shape and finiteness."""
+
+    def __init__(self, score_fn: Callable, name: str = "score_fn"):
+        if not callable(score_fn):
+            raise TypeError(f"{name} must be callable as score_fn(x, t), got {type(score_fn).__name__}")
+        self.score_fn, self.name, self.nfe = score_fn, name, 0
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        out = self.score_fn(x, t)
+        self.nfe += 1
+        if not isinstance(out, torch.Tensor) or out.shape != x.shape:
+            got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ValueError(f"{self.name} must return a tensor shaped like x {tuple(x.shape)}, got {got}")
+        return check_finite(self.name, out, t)
+
+
+def resolve_predictor(name: str) -> Callable:
+    name = PREDICTOR_ALIASES.get(name, name)
+    check_choice("predictor", name, list(PREDICTORS) + list(PREDICTOR_ALIASES))
+    return PREDICTORS[name]
+
+
+def resolve_corrector(name: str) -> Callable:
+    name = CORRECTOR_ALIASES.get(name, name)
+    check_choice("corrector", name, list(CORRECTORS) + list(CORRECTOR_ALIASES))
+    return CORRECTORS[name]
+
+
+def time_grid(sde: SDE, steps: int, eps: float, dtype=torch.float32, device="cpu") -> torch.Tensor:
+    """``steps + 1`` equally spaced times from ``T`` down to ``eps`` (the paper's uniform grid)."""
+    return torch.linspace(sde.T, eps, steps + 1, dtype=torch.float64).to(dtype=dtype, device=device)
+
+
+def sample(
+    score_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    sde: SDE,
+    shape: tuple[int, ...],
+    sampler: str = "pc",
+    *,
+    steps: int | None = None,
+    predictor: str = "reverse_diffusion",
+    corrector: str = "langevin",
+    snr: float = 0.16,
+    n_corrector_steps: int = 1,
+    probability_flow: bool = False,
+    method: str = "dopri5",
+    rtol: float = 1e-5,
+    atol: float = 1e-5,
+    eta: float = 0.0,
+    step_size: float = 2e-5,
+    denoise: bool = True,
+    eps: float | None = None,
+    x_T: torch.Tensor | None = None,
+    condition: Condition | None = None,
+    generator: torch.Generator | None = None,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+    progress: bool | Callable[[Iterable], Iterable] = False,
+    callback: Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor | None] | None = None,
+) -> tuple[torch.Tensor, dict[str, Any]]:
+    """Draw samples from the reverse process of ``sde`` driven by ``score_fn``.
+
+    Args:
+        score_fn: ``score_fn(x, t) -> score``; ``x`` of ``shape``, ``t`` of shape ``(B,)``.
+        sde: a :class:`~scorekit.sde.SDE` (VP, sub-VP or VE).
+        shape: ``(B, ...)``, any number of dims (2-D toy data or ``(B, C, H, W)`` images).
+        sampler: ``"pc"``, ``"ode"``, ``"ddim"`` or ``"ald"``.
+        steps: number of time steps (``"pc"``/``"ddim"``/fixed-step ``"ode"``) or noise levels (``"ald"``).
+        predictor: ``"euler_maruyama"``, ``"reverse_diffusion"``, ``"ancestral_sampling"`` or ``"none"`` (``"pc"``).
+        corrector: ``"langevin"``, ``"ald"`` or ``"none"`` (``"pc"``).
+        snr: signal-to-noise ratio of the corrector (Algorithms 4-5), > 0.
+        n_corrector_steps: corrector steps per time step (``"pc"``) or Langevin steps per level (``"ald"``).
+        probability_flow: run the PC predictor on the probability-flow ODE instead of the reverse SDE.
+        method: ODE solver for ``"ode"``: ``"euler"``, ``"heun"`` (fixed ``steps``), ``"dopri5"`` and the other
+            torchdiffeq adaptive methods, or ``"scipy_RK45"`` (the paper's solver).
+        rtol, atol: tolerances of the adaptive ODE solve.
+        eta: DDIM stochasticity, >= 0 (0 = the PF-ODE's DDIM discretization).
+        step_size: NCSN's ``eps`` for ``"ald"``: the step at level i is ``step_size * std_i^2 / std_L^2``.
+        denoise: return the noise-free mean of the last step (PC, ALD; no extra NFE) or apply Tweedie's formula
+            at the final time (ODE, DDIM; one extra NFE).
+        eps: final time; defaults to ``sde.sampling_eps``.
+        x_T: start from this tensor instead of a prior draw.
+        condition: a :class:`~scorekit.conditioning.Condition` (guidance, inpainting, colorization, composed).
+        generator: the ``torch.Generator`` every random draw uses.
+        progress: ``True`` for a tqdm bar, or a callable wrapping the step iterable (a pipeline's progress bar).
+        callback: ``callback(i, t, x)`` after each step; may return a tensor that replaces ``x``.
+
+    Returns:
+        ``(x, info)``: samples of ``shape`` and a dict with ``nfe``, ``sampler`` and the settings used.
+    """
+    check_choice("sampler", sampler, SAMPLERS)
+    if not isinstance(sde, SDE):
+        raise TypeError(f"sde must be a scorekit SDE (VPSDE, SubVPSDE, VESDE), got {type(sde).__name__}")
+    shape = _check_shape(shape)
+    steps = DEFAULT_STEPS[sampler] if steps is None else steps
+    check_positive("steps", steps, integer=True)
+    eps = sde.sampling_eps if eps is None else eps
+    check_positive("eps", eps)
+    if eps >= sde.T:
+        raise ValueError(f"eps must be smaller than sde.T={sde.T}, got {eps}")
+    if x_T is None:
+        x = sde.prior_sampling(shape, generator=generator, dtype=dtype, device=device)
+    elif tuple(x_T.shape) != shape:
+        raise ValueError(f"x_T has shape {tuple(x_T.shape)} but shape={shape}")
+    else:
+        x = x_T.to(dtype=dtype, device=device)
+    condition = condition if condition is not None else Condition()
+    if not isinstance(condition, Condition):
+        raise TypeError(f"condition must be a scorekit Condition, got {type(condition).__name__}")
+    condition.bind(sde, x, generator)
+    counted = CountedScore(score_fn)
+    run = partial(_SAMPLER_FNS[sampler], score_fn=condition.wrap_score(counted), sde=sde, eps=eps,
+                  generator=generator, condition=condition, progress=progress, callback=callback)
+    kwargs = dict(steps=steps, denoise=denoise)
+    if sampler == "pc":
+        kwargs.update(predictor=predictor, corrector=corrector, snr=snr, n_corrector_steps=n_corrector_steps,
+                      probability_flow=probability_flow)
+    elif sampler == "ode":
+        kwargs.update(method=method, rtol=rtol, atol=atol)
+    elif sampler == "ddim":
+        check_positive("eta", eta, allow_zero=True)
+        kwargs.update(eta=eta)
+    else:
+        kwargs.update(snr=snr, n_corrector_steps=n_corrector_steps, step_size=step_size)
+    x = condition.finalize(run(x, **kwargs))
+    info = {"nfe": counted.nfe, "sampler": sampler, **{k: v for k, v in kwargs.items() if k != "denoise"},
+            "denoise": denoise, "eps": eps}
+    return x, info
+
+
+def _check_shape(shape) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(s) for s in shape)
+    except TypeError as err:
+        raise ValueError(f"shape must be a tuple of ints (batch, ...), got {shape!r}") from err
+    if len(shape) < 2 or any(s < 1 for s in shape):
+        raise ValueError(f"shape must be (batch, ...) with at least 2 positive dims, got {shape}")
+    return shape
+
+
+def _iterate(n: int, progress) -> Iterable[int]:
+    if callable(progress):
+        return progress(range(n))
+    if progress:
+        from tqdm.auto import tqdm
+
+        return tqdm(range(n))
+    return range(n)
+
+
+def _after_step(i, t, x, callback):
+    out = callback(i, t, x) if callback is not None else None
+    return x if out is None else out
+
+
+def _pc(x, *, score_fn, sde, eps, generator, condition, progress, callback, steps, predictor, corrector, snr,
+        n_corrector_steps, probability_flow, denoise):
+    """Predictor-corrector sampling (Algorithm 1): corrector at t_i, then predictor t_i -> t_{i+1}."""
+    predictor_fn = resolve_predictor(predictor)
+    corrector_fn = resolve_corrector(corrector)
+    check_positive("snr", snr)
+    check_positive("n_corrector_steps", n_corrector_steps, integer=True)
+    if probability_flow:
+        if predictor not in ("euler_maruyama", "euler", "em", "reverse_diffusion"):
+            raise ValueError(f"probability_flow=True needs predictor 'euler_maruyama' or 'reverse_diffusion', "
+                             f"got {predictor!r}")
+        predictor_fn = partial(predictor_fn, probability_flow=True)
+    ts = time_grid(sde, steps, eps, x.dtype, x.device)
+    x_mean = x
+    for i in _iterate(steps, progress):
+        t, t_next = batch_time(ts[i], x.shape[0], x), batch_time(ts[i + 1], x.shape[0], x)
+        x, x_mean = corrector_fn(x, t, score_fn, sde, generator, snr=snr, n_steps=n_corrector_steps)
+        x = condition.project(x, t, generator)
+        x, x_mean = predictor_fn(x, t, t_next, score_fn, sde, generator)
+        x, x_mean = condition.project(x, t_next, generator), condition.project(x_mean, t_next, None)
+        x = _after_step(i, ts[i + 1], x, callback)
+    return x_mean if denoise else x
+
+
+def _ald(x, *, score_fn, sde, eps, generator, condition, progress, callback, steps, snr, n_corrector_steps,
+         step_size, denoise):
+    """NCSN annealed Langevin dynamics (Song & Ermon 2019, Algorithm 1): step ``eps sigma_i^2 / sigma_L^2``."""
+    check_positive("step_size", step_size)
+    check_positive("n_corrector_steps", n_corrector_steps, integer=True)
+    levels = torch.linspace(sde.T, eps, steps, dtype=torch.float64).to(dtype=x.dtype, device=x.device)
+    std_last = sde.marginal_coef(levels[-1:])[1]
+    x_mean = x
+    for i in _iterate(steps, progress):
+        t = batch_time(levels[i], x.shape[0], x)
+        alpha = step_size * (sde.marginal_coef(t)[1] / std_last) ** 2
+        for _ in range(n_corrector_steps):
+            # x <- x + alpha/2 * score + sqrt(alpha) z
+            x_mean = x + 0.5 * append_dims(alpha, x.ndim) * score_fn(x, t)
+            x = condition.project(x_mean + append_dims(alpha.sqrt(), x.ndim) * randn_like(x, generator), t, generator)
+        x = _after_step(i, levels[i], x, callback)
+    return condition.project(x_mean, levels[-1:].expand(x.shape[0]), None) if denoise else x
+
+
+def _ode(x, *, score_fn, sde, eps, generator, condition, progress, callback, steps, method, rtol, atol, denoise):
+    """Probability-flow ODE sampling (eq. 13) from T to eps, fixed-step or adaptive."""
+    check_choice("method", method, FIXED_METHODS + ADAPTIVE_METHODS)
+
+    def drift(x_, t_):
+        x_ = condition.project_ode(x_, t_)
+        return pf_ode_drift(x_, t_, score_fn, sde)
+
+    if method in FIXED_METHODS:
+        step = FIXED_STEPS[method]
+        ts = time_grid(sde, steps, eps, x.dtype, x.device)
+        for i in _iterate(steps, progress):
+            t, t_next = batch_time(ts[i], x.shape[0], x), batch_time(ts[i + 1], x.shape[0], x)
+            x = _after_step(i, ts[i + 1], step(x, t, t_next, drift), callback)
+    else:
+        check_positive("rtol", rtol)
+        check_positive("atol", atol)
+        x = odeint_adaptive(lambda t, y: drift(y, batch_time(t, y.shape[0], y)), x, sde.T, eps, method, rtol, atol)
+    t_end = batch_time(eps, x.shape[0], x)
+    x = condition.project_ode(x, t_end)
+    return tweedie_denoise(x, t_end, score_fn, sde) if denoise else x
+
+
+def _ddim(x, *, score_fn, sde, eps, generator, condition, progress, callback, steps, eta, denoise):
+    """DDIM sampling (Song, Meng & Ermon 2021, eq. 12) on the uniform grid from T to eps."""
+    ts = time_grid(sde, steps, eps, x.dtype, x.device)
+    project = condition.project if eta > 0 else (lambda x_, t_, g_: condition.project_ode(x_, t_))
+    for i in _iterate(steps, progress):
+        t, t_next = batch_time(ts[i], x.shape[0], x), batch_time(ts[i + 1], x.shape[0], x)
+        x, _ = ddim_step(project(x, t, generator), t, t_next, score_fn, sde, generator, eta=eta)
+        x = _after_step(i, ts[i + 1], x, callback)
+    t_end = batch_time(eps, x.shape[0], x)
+    x = project(x, t_end, generator)
+    return tweedie_denoise(x, t_end, score_fn, sde) if denoise else x
+
+
+_SAMPLER_FNS = {"pc": _pc, "ode": _ode, "ddim": _ddim, "ald": _ald}

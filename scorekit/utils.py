@@ -1,0 +1,62 @@
+"""Small shared helpers: broadcasting, argument checks, NaN detection."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import torch
+
+
+def append_dims(x: torch.Tensor, target_ndim: int) -> torch.Tensor:
+    """Append trailing singleton dims to ``x`` (shape ``(B,)``) so it broadcasts against a tensor of ``target_ndim``."""
+    missing = target_ndim - x.ndim
+    if missing < 0:
+        raise ValueError(f"append_dims: input has {x.ndim} dims, more than the target {target_ndim}")
+    return x.reshape(x.shape + (1,) * missing)
+
+
+def batch_time(t: float | torch.Tensor, batch_size: int, like: torch.Tensor) -> torch.Tensor:
+    """Return ``t`` as a float tensor of shape ``(batch_size,)`` on ``like``'s device and dtype."""
+    t = torch.as_tensor(t, dtype=like.dtype, device=like.device)
+    return t.expand(batch_size).clone() if t.ndim == 0 else t
+
+
+def batch_norm_mean(x: torch.Tensor) -> torch.Tensor:
+    """Mean over the batch of the per-sample L2 norm (the norm used by Song et al.'s Langevin step size)."""
+    return torch.linalg.vector_norm(x.reshape(x.shape[0], -1), dim=-1).mean()
+
+
+def check_choice(name: str, value: Any, choices: Iterable[str] | Mapping[str, Any]) -> None:
+    """Raise a ValueError naming the argument when ``value`` is not one of ``choices``."""
+    choices = list(choices)
+    if value not in choices:
+        raise ValueError(f"{name}={value!r} is not supported; expected one of {sorted(choices)}")
+
+
+def check_positive(name: str, value: float, *, integer: bool = False, allow_zero: bool = False) -> None:
+    """Raise a ValueError naming the argument when ``value`` is not a positive (or non-negative) number."""
+    kind = "integer" if integer else "number"
+    if integer and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ValueError(f"{name} must be an integer >= {0 if allow_zero else 1}, got {value!r}")
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite {kind}, got {value!r}")
+    if value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name} must be {bound}, got {value!r}")
+
+
+def check_finite(name: str, x: torch.Tensor, t: torch.Tensor | float | None = None) -> torch.Tensor:
+    """Raise a ValueError when ``x`` holds NaN or inf (e.g. a diverging or broken score model)."""
+    if not torch.isfinite(x).all():
+        where = "" if t is None else f" at t={float(torch.as_tensor(t).reshape(-1)[0]):.4g}"
+        raise ValueError(
+            f"{name} returned non-finite values (NaN or inf){where}; check the model, its weights and the data scaling"
+        )
+    return x
+
+
+def randn_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """Standard normal noise shaped like ``x``, drawn from ``generator`` (same seed, same bytes on CPU)."""
+    return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
