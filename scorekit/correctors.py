@@ -20,7 +20,7 @@ def _langevin_move(x, grad, step, z):
 
 
 def langevin(x, t, score_fn, sde: SDE, generator=None, snr: float = 0.16, n_steps: int = 1):
-    """Langevin corrector (Algorithm 4): step ``eps = 2 alpha (snr ||z|| / ||score||)^2``, norms averaged over the batch."""
+    """Langevin corrector (Algorithm 4): step ``eps = 2 alpha (snr ||z|| / ||score||)^2``, batch-mean norms."""
     alpha = sde.langevin_alpha(t)
     x_mean = x
     for _ in range(n_steps):

@@ -16,7 +16,8 @@ def ddim_step(x, t, t_next, score_fn, sde: SDE, generator=None, eta: float = 0.0
     """One DDIM step from ``t`` to ``t_next``; returns ``(x_next, x0_pred)``.
 
     ``x0 = (x + std^2 score) / alpha`` (Tweedie), ``eps = -std * score`` and (DDIM eq. 12)
-    ``x_next = alpha' x0 + sqrt(std'^2 - c^2) eps + c z`` with ``c = eta std' sqrt(1 - (alpha std' / (alpha' std))^2)``.
+    ``x_next = alpha' x0 + sqrt(std'^2 - c^2) eps + c z`` with
+    ``c = eta std' sqrt(1 - (alpha std' / (alpha' std))^2)``.
     """
     a, s = sde.marginal_coef(t)
     a_n, s_n = sde.marginal_coef(t_next)

@@ -10,7 +10,7 @@ import torch
 
 
 def append_dims(x: torch.Tensor, target_ndim: int) -> torch.Tensor:
-    """Append trailing singleton dims to ``x`` (shape ``(B,)``) so it broadcasts against a tensor of ``target_ndim``."""
+    """Append trailing singleton dims to ``x`` (shape ``(B,)``) so it broadcasts against ``target_ndim`` dims."""
     missing = target_ndim - x.ndim
     if missing < 0:
         raise ValueError(f"append_dims: input has {x.ndim} dims, more than the target {target_ndim}")

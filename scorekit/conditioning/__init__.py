@@ -1,4 +1,4 @@
-"""Conditioning that composes with every sampler: score wrappers (guidance) and projections (inpainting, colorization)."""
+"""Conditioning for every sampler: score wrappers (guidance) and projections (inpainting, colorization)."""
 
 from .base import Compose, Condition
 
