@@ -2,6 +2,8 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
+# Small tensors run fastest single-threaded, and 2-thread OpenMP pools thrash when processes share 2 cores.
+export OMP_NUM_THREADS ?= 1
 
 .PHONY: setup demo test lint bench clean
 

@@ -13,7 +13,7 @@ import math
 
 import torch
 
-from .utils import append_dims, check_positive
+from .utils import append_dims, check_positive, randn
 
 
 class SDE:
@@ -61,7 +61,7 @@ class SDE:
         device: torch.device | str = "cpu",
     ) -> torch.Tensor:
         """Draw ``x_T ~ p_T = N(0, prior_std^2 I)`` of the given shape."""
-        return torch.randn(shape, generator=generator, dtype=dtype, device=device) * self.prior_std()
+        return randn(tuple(shape), generator, dtype=dtype, device=device) * self.prior_std()
 
     def prior_logp(self, z: torch.Tensor) -> torch.Tensor:
         """``log p_T(z)`` per sample, shape ``(B,)``, for the isotropic Gaussian prior."""

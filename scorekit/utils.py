@@ -57,6 +57,18 @@ def check_finite(name: str, x: torch.Tensor, t: torch.Tensor | float | None = No
     return x
 
 
-def randn_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+Generator = torch.Generator | list[torch.Generator] | None
+
+
+def randn(shape: tuple[int, ...], generator: Generator, dtype=torch.float32, device="cpu") -> torch.Tensor:
+    """Standard normal noise; a list of generators (diffusers' convention) draws row ``i`` from ``generator[i]``."""
+    if isinstance(generator, (list, tuple)):
+        if len(generator) != shape[0]:
+            raise ValueError(f"generator is a list of {len(generator)} generators but the batch size is {shape[0]}")
+        return torch.cat([torch.randn((1, *shape[1:]), generator=g, dtype=dtype, device=device) for g in generator])
+    return torch.randn(shape, generator=generator, dtype=dtype, device=device)
+
+
+def randn_like(x: torch.Tensor, generator: Generator) -> torch.Tensor:
     """Standard normal noise shaped like ``x``, drawn from ``generator`` (same seed, same bytes on CPU)."""
-    return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+    return randn(tuple(x.shape), generator, dtype=x.dtype, device=x.device)

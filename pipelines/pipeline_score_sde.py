@@ -1,0 +1,229 @@
+"""``ScoreSDEPipeline``: unconditional sampling of a score SDE model, the front door of scorekit."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import PIL.Image
+import torch
+from diffusers import DiffusionPipeline
+from diffusers.image_processor import VaeImageProcessor
+from diffusers.utils import BaseOutput
+
+from scorekit.sampling import SAMPLERS, sample
+from scorekit.schedulers import ScoreSDEODEScheduler, ScoreSDEPCScheduler, ScoreSDESchedulerBase
+from scorekit.score import model_score_fn
+from scorekit.utils import check_choice, check_positive
+
+OUTPUT_TYPES = ("pil", "np", "pt")
+
+
+@dataclass
+class ScoreSDEPipelineOutput(BaseOutput):
+    """Output of the scorekit pipelines.
+
+    Args:
+        images: ``batch_size`` PIL images, a numpy array ``(B, H, W, C)`` in [0, 1], or a tensor ``(B, C, H, W)``.
+        nfe: number of score-network evaluations the run cost.
+    """
+
+    images: list[PIL.Image.Image] | np.ndarray | torch.Tensor
+    nfe: int
+
+
+def as_score_sde_scheduler(scheduler) -> ScoreSDESchedulerBase:
+    """Return ``scheduler`` if it is a scorekit scheduler; convert a DDPM / DDIM / ScoreSdeVe one to a PC scheduler."""
+    if isinstance(scheduler, ScoreSDESchedulerBase):
+        return scheduler
+    name = type(scheduler).__name__
+    if name in ScoreSDESchedulerBase._compatibles:
+        config = {**scheduler.config, "_class_name": name}
+        return ScoreSDEPCScheduler.from_config(config)
+    raise TypeError(f"scheduler must be a ScoreSDEPCScheduler / ScoreSDEODEScheduler or one of "
+                    f"{ScoreSDESchedulerBase._compatibles} to convert, got {name}")
+
+
+class ScoreSDEPipeline(DiffusionPipeline):
+    """Sample images from a score SDE model with the predictor-corrector or probability-flow ODE sampler.
+
+    Args:
+        unet: a ``UNet2DModel`` (or any model called as ``unet(x, timestep).sample``) under the scheduler's
+            ``prediction_type``.
+        scheduler: a :class:`ScoreSDEPCScheduler` or :class:`ScoreSDEODEScheduler`; a ``DDPMScheduler``,
+            ``DDIMScheduler`` or ``ScoreSdeVeScheduler`` is converted to a PC scheduler with the same SDE.
+    """
+
+    model_cpu_offload_seq = "unet"
+    _callback_tensor_inputs = ["latents"]
+
+    def __init__(self, unet, scheduler):
+        super().__init__()
+        self.register_modules(unet=unet, scheduler=as_score_sde_scheduler(scheduler))
+        self.image_processor = VaeImageProcessor(vae_scale_factor=1, do_resize=False, do_normalize=False)
+
+    # --- loading ---------------------------------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs):
+        """Load from a folder or Hub repo id; also reads flat repos (``config.json`` and ``scheduler_config.json``
+        beside ``model_index.json``, as google/ddpm-cifar10-32 and google/ncsnpp-* are laid out).
+
+        A Hub id is downloaded first and loaded as a local folder, which avoids diffusers' lookup of custom
+        scheduler code in the repo (diffusers issue #5553).
+        """
+        path = str(pretrained_model_name_or_path)
+        if not os.path.isdir(path):
+            from huggingface_hub import snapshot_download
+
+            hub_keys = ("cache_dir", "revision", "token", "local_files_only")
+            path = snapshot_download(path, **{k: kwargs.pop(k) for k in hub_keys if k in kwargs})
+        if os.path.isfile(os.path.join(path, "config.json")) and not os.path.isdir(os.path.join(path, "unet")):
+            return cls._from_flat_folder(path, **kwargs)
+        return super().from_pretrained(path, **kwargs)
+
+    @classmethod
+    def _from_flat_folder(cls, path: str, **kwargs):
+        from diffusers import UNet2DModel
+
+        torch_dtype = kwargs.pop("torch_dtype", None)
+        unet = kwargs.pop("unet", None) or UNet2DModel.from_pretrained(path, torch_dtype=torch_dtype)
+        scheduler = kwargs.pop("scheduler", None) or _load_flat_scheduler(path)
+        return cls(unet=unet, scheduler=scheduler, **kwargs)
+
+    # --- model interface -------------------------------------------------------------------------------------------
+    @property
+    def sde(self):
+        """The :class:`~scorekit.sde.SDE` the scheduler's config defines."""
+        return self.scheduler.sde
+
+    def score_fn(self) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """The network as a ``score_fn(x, t)`` under the scheduler's parameterization."""
+        return model_score_fn(self.unet, self.sde, self.scheduler.config.prediction_type)
+
+    def sample_shape(self, batch_size: int) -> tuple[int, ...]:
+        size = self.unet.config.sample_size
+        size = (size, size) if isinstance(size, int) else tuple(size)
+        return (batch_size, self.unet.config.in_channels, *size)
+
+    def preprocess(self, images, height: int | None = None, width: int | None = None) -> torch.Tensor:
+        """PIL / numpy ``(B, H, W, C)`` in [0, 1] / torch ``(B, C, H, W)`` in [0, 1] -> tensor in the model's range."""
+        channels = self.unet.config.in_channels
+        if isinstance(images, PIL.Image.Image):
+            images = [images]
+        if isinstance(images, list) and images and isinstance(images[0], PIL.Image.Image):
+            images = [im.convert("L" if channels == 1 else "RGB") for im in images]
+        x = self.image_processor.preprocess(images, height=height, width=width)
+        if x.shape[1] != channels:
+            raise ValueError(f"images have {x.shape[1]} channels but the model takes in_channels={channels}")
+        lo, hi = self.scheduler.data_range
+        return (lo + (hi - lo) * x).to(device=self.device, dtype=self.unet.dtype)
+
+    def postprocess(self, x: torch.Tensor, output_type: str = "pil"):
+        """Tensor in the model's data range -> ``output_type`` ("pil", "np" or "pt") in [0, 1]."""
+        check_choice("output_type", output_type, OUTPUT_TYPES)
+        lo, hi = self.scheduler.data_range
+        x = ((x - lo) / (hi - lo)).clamp(0, 1).float().cpu()
+        return self.image_processor.postprocess(x, output_type=output_type, do_denormalize=[False] * x.shape[0])
+
+    # --- sampling --------------------------------------------------------------------------------------------------
+    def check_inputs(self, batch_size, num_inference_steps, output_type, sampler, generator, latents):
+        check_positive("batch_size", batch_size, integer=True)
+        if num_inference_steps is not None:
+            check_positive("num_inference_steps", num_inference_steps, integer=True)
+        check_choice("output_type", output_type, OUTPUT_TYPES)
+        if sampler is not None:
+            check_choice("sampler", sampler, SAMPLERS)
+        if isinstance(generator, list) and len(generator) != batch_size:
+            raise ValueError(f"generator is a list of {len(generator)} but batch_size={batch_size}")
+        if latents is not None and tuple(latents.shape) != self.sample_shape(batch_size):
+            raise ValueError(f"latents has shape {tuple(latents.shape)}, expected {self.sample_shape(batch_size)}")
+
+    def sampler_kwargs(self, sampler: str | None, overrides: dict[str, Any]) -> dict[str, Any]:
+        """Sampler settings: the scheduler's, then ``sampler`` and explicit overrides."""
+        kwargs = self.scheduler.sample_kwargs()
+        if sampler is not None and sampler != kwargs["sampler"]:
+            kwargs = {"sampler": sampler, "denoise": kwargs["denoise"]}
+            if sampler in ("pc", "ald"):
+                kwargs.update(snr=self.scheduler.config.get("snr", 0.16))
+        return {**kwargs, **overrides}
+
+    def _step_callback(self, callback_on_step_end, tensor_inputs):
+        if callback_on_step_end is None:
+            return None
+        bad = [k for k in tensor_inputs if k not in self._callback_tensor_inputs]
+        if bad:
+            raise ValueError(f"callback_on_step_end_tensor_inputs {bad} not in {self._callback_tensor_inputs}")
+
+        def callback(i, t, x):
+            out = callback_on_step_end(self, i, t, {"latents": x}) or {}
+            return out.get("latents", x)
+
+        return callback
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        batch_size: int = 1,
+        num_inference_steps: int | None = None,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        output_type: str = "pil",
+        return_dict: bool = True,
+        sampler: str | None = None,
+        latents: torch.Tensor | None = None,
+        condition=None,
+        callback_on_step_end: Callable | None = None,
+        callback_on_step_end_tensor_inputs: list[str] | None = None,
+        **sampler_overrides,
+    ) -> ScoreSDEPipelineOutput | tuple:
+        """Generate ``batch_size`` images.
+
+        Args:
+            batch_size: number of images.
+            num_inference_steps: time steps (PC, DDIM, fixed-step ODE); ``None`` uses the sampler's default
+                (1000 for PC, 100 for ODE / DDIM); ignored by adaptive ODE solvers.
+            generator: a ``torch.Generator`` or a list of ``batch_size`` of them (one per image).
+            output_type: ``"pil"``, ``"np"`` (``(B, H, W, C)`` in [0, 1]) or ``"pt"`` (``(B, C, H, W)``).
+            return_dict: return a :class:`ScoreSDEPipelineOutput` rather than ``(images, nfe)``.
+            sampler: ``"pc"``, ``"ode"``, ``"ddim"`` or ``"ald"``; ``None`` follows the scheduler.
+            latents: start from this ``x_T`` instead of a prior draw.
+            condition: a ``scorekit`` condition (inpainting, colorization, guidance) applied by the sampler.
+            callback_on_step_end: ``fn(pipe, step_index, t, callback_kwargs) -> dict`` after each step; may return
+                a new ``"latents"``.
+            callback_on_step_end_tensor_inputs: tensors passed in ``callback_kwargs`` (only ``"latents"``).
+            **sampler_overrides: any ``scorekit.sample`` setting (``predictor``, ``corrector``, ``snr``,
+                ``method``, ``rtol``, ``eta``, ``denoise``, ...), overriding the scheduler's.
+        """
+        self.check_inputs(batch_size, num_inference_steps, output_type, sampler, generator, latents)
+        kwargs = self.sampler_kwargs(sampler, sampler_overrides)
+        x, info = sample(
+            self.score_fn(), self.sde, self.sample_shape(batch_size), steps=num_inference_steps, x_T=latents,
+            generator=generator, dtype=self.unet.dtype, device=self.device, condition=condition,
+            progress=lambda steps: self.progress_bar(steps),
+            callback=self._step_callback(callback_on_step_end, callback_on_step_end_tensor_inputs or ["latents"]),
+            **kwargs,
+        )
+        images = self.postprocess(x, output_type)
+        self.maybe_free_model_hooks()
+        if not return_dict:
+            return images, info["nfe"]
+        return ScoreSDEPipelineOutput(images=images, nfe=info["nfe"])
+
+
+def _load_flat_scheduler(path: str):
+    """Load the scheduler of a flat repo from ``scheduler_config.json`` by the class name it records."""
+    import diffusers
+
+    config_file = os.path.join(path, "scheduler_config.json")
+    if not os.path.isfile(config_file):
+        raise FileNotFoundError(f"{path} has config.json at its root but no scheduler_config.json")
+    with open(config_file) as f:
+        name = json.load(f).get("_class_name")
+    known = {c.__name__: c for c in (ScoreSDEPCScheduler, ScoreSDEODEScheduler)}
+    scheduler_cls = known.get(name) or getattr(diffusers, name or "", None)
+    if scheduler_cls is None:
+        raise ValueError(f"{config_file}: unknown scheduler class {name!r}")
+    return scheduler_cls.from_pretrained(path)

@@ -1,0 +1,63 @@
+"""Helpers shared by the subcommands: loading a pipeline, sampler flags, saving PNG grids."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+import torch
+
+
+def add_model_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, metavar="DIR",
+                        help="pipeline folder (saved ScoreSDEPipeline, or laid out like google/ddpm-cifar10-32 or "
+                             "google/ncsnpp-*) or a Hub repo id")
+    parser.add_argument("--device", default="cpu", help="torch device to run on (default: cpu)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed of the torch.Generator (default: 0)")
+
+
+def add_sampler_args(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("sampler")
+    g.add_argument("--sampler", choices=["pc", "ode", "ddim", "ald"], default=None,
+                   help="pc: predictor-corrector; ode: probability-flow ODE; ddim; ald: annealed Langevin "
+                        "(default: what the pipeline's scheduler says)")
+    g.add_argument("--steps", type=int, default=None,
+                   help="number of time steps (default: 1000 for pc, 100 for ode/ddim/ald; adaptive ODE ignores it)")
+    g.add_argument("--predictor", choices=["reverse_diffusion", "euler_maruyama", "ancestral_sampling", "none"],
+                   default=None, help="PC predictor (default: the scheduler's)")
+    g.add_argument("--corrector", choices=["langevin", "ald", "none"], default=None,
+                   help="PC corrector (default: the scheduler's)")
+    g.add_argument("--snr", type=float, default=None, help="corrector signal-to-noise ratio, > 0")
+    g.add_argument("--n-corrector-steps", type=int, default=None, help="corrector steps per time step")
+    g.add_argument("--method", default=None,
+                   help="ODE solver: euler, heun (fixed steps) or dopri5, bosh3, scipy_RK45, ... (adaptive)")
+    g.add_argument("--rtol", type=float, default=None, help="relative tolerance of an adaptive ODE solve")
+    g.add_argument("--atol", type=float, default=None, help="absolute tolerance of an adaptive ODE solve")
+    g.add_argument("--eta", type=float, default=None, help="DDIM stochasticity, >= 0 (0: deterministic)")
+    g.add_argument("--no-denoise", action="store_true", help="skip the final denoising step")
+
+
+def sampler_overrides(args: argparse.Namespace) -> dict:
+    """The ``scorekit.sample`` keyword arguments the user set on the command line."""
+    names = ["predictor", "corrector", "snr", "n_corrector_steps", "method", "rtol", "atol", "eta"]
+    out = {k: getattr(args, k) for k in names if getattr(args, k, None) is not None}
+    if getattr(args, "no_denoise", False):
+        out["denoise"] = False
+    return out
+
+
+def load_pipeline(path: str, device: str = "cpu"):
+    from scorekit.pipelines import ScoreSDEPipeline
+
+    pipe = ScoreSDEPipeline.from_pretrained(path).to(device)
+    pipe.unet.eval()
+    return pipe
+
+
+def save_grid(images: torch.Tensor, path: str, nrow: int = 8) -> str:
+    """Save ``(B, C, H, W)`` images in [0, 1] as one PNG grid (torchvision's make_grid); returns the path."""
+    from torchvision.utils import save_image
+
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    save_image(images.float().cpu(), path, nrow=nrow, padding=2, pad_value=1.0)
+    return path

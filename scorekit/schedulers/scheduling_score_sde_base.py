@@ -1,0 +1,159 @@
+"""Shared config and conversions of scorekit's diffusers schedulers (layer 4 of DESIGN.md).
+
+The schedulers are thin ``SchedulerMixin, ConfigMixin`` classes over the sampling math in ``scorekit``: the SDE is
+built from the config, ``timesteps`` are continuous times ``t`` in ``[eps, T]``, the network is fed
+``model_timestep(t)`` and its raw output is turned into a score with the configured ``prediction_type``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from diffusers.configuration_utils import ConfigMixin
+from diffusers.schedulers.scheduling_utils import SchedulerMixin, SchedulerOutput
+
+from ..sampling import time_grid
+from ..score import PARAMETERIZATIONS, model_time_input, output_to_score
+from ..sde import SDE, SDES, get_sde
+from ..utils import append_dims, batch_time, check_choice, check_positive
+
+DEFAULT_EPS = {"vp": 1e-3, "subvp": 1e-3, "ve": 1e-5}
+DEFAULT_DATA_RANGE = {"vp": (-1.0, 1.0), "subvp": (-1.0, 1.0), "ve": (0.0, 1.0)}
+SUPPORTED_FOREIGN = ("DDPMScheduler", "DDIMScheduler", "ScoreSdeVeScheduler", "ScoreSdeVpScheduler")
+
+
+@dataclass
+class ScoreSDESchedulerOutput(SchedulerOutput):
+    """Output of a scorekit scheduler step.
+
+    Args:
+        prev_sample (`torch.Tensor` of shape `(batch_size, ...)`): the sample at the next (smaller) time.
+        prev_sample_mean (`torch.Tensor` of shape `(batch_size, ...)`): its noise-free mean (the denoised output of
+            the last step).
+    """
+
+    prev_sample_mean: torch.Tensor | None = None
+
+
+def translate_foreign_config(config: dict[str, Any]) -> dict[str, Any]:
+    """Map a DDPM / DDIM / ScoreSdeVe / ScoreSdeVp scheduler config onto scorekit's keys (others pass through).
+
+    DDPM linear betas over N steps are the VP SDE's discrete betas with ``beta_min = N * beta_start`` and
+    ``beta_max = N * beta_end`` (exact: 1e-4, 0.02, 1000 -> 0.1, 20).
+    """
+    config = dict(config)
+    name = config.get("_class_name") or _guess_class_name(config)
+    if name in SUPPORTED_FOREIGN:
+        config.pop("_use_default_values", None)  # those defaults were the foreign class's, not ours
+    if name in ("DDPMScheduler", "DDIMScheduler"):
+        if config.get("beta_schedule", "linear") != "linear" or config.get("trained_betas") is not None:
+            raise ValueError(f"only linear-beta {name} configs map to a VP SDE; got beta_schedule="
+                             f"{config.get('beta_schedule')!r}, trained_betas={config.get('trained_betas')!r}")
+        prediction = config.get("prediction_type", "epsilon")
+        if prediction != "epsilon":
+            raise ValueError(f"{name} prediction_type={prediction!r} is not supported; expected 'epsilon'")
+        n = int(config.get("num_train_timesteps", 1000))
+        config.update(sde_type="vp", num_train_timesteps=n, beta_min=n * float(config.get("beta_start", 1e-4)),
+                      beta_max=n * float(config.get("beta_end", 0.02)), prediction_type="epsilon",
+                      data_range=[-1.0, 1.0])
+        config.setdefault("sampling_eps", 1e-3)
+    elif name == "ScoreSdeVeScheduler":
+        config.update(sde_type="ve", prediction_type="sigma", data_range=[0.0, 1.0])
+        if "correct_steps" in config:
+            config.setdefault("n_corrector_steps", config["correct_steps"])
+    elif name == "ScoreSdeVpScheduler":
+        config.update(sde_type="vp", prediction_type="epsilon", data_range=[-1.0, 1.0])
+    return config
+
+
+def _guess_class_name(config: dict[str, Any]) -> str | None:
+    # `scheduler.config` carries no `_class_name` (only the saved JSON does): recognise the foreign keys instead.
+    if "sde_type" in config:
+        return None
+    if "beta_start" in config:
+        return "DDPMScheduler"
+    if "correct_steps" in config or "sigma_max" in config:
+        return "ScoreSdeVeScheduler"
+    if "beta_min" in config:
+        return "ScoreSdeVpScheduler"
+    return None
+
+
+class ScoreSDESchedulerBase(SchedulerMixin, ConfigMixin):
+    """Common machinery of :class:`ScoreSDEPCScheduler` and :class:`ScoreSDEODEScheduler`."""
+
+    _compatibles = list(SUPPORTED_FOREIGN)
+    order = 1
+
+    def _setup(self, sde_type, beta_min, beta_max, sigma_min, sigma_max, num_train_timesteps, sampling_eps,
+               prediction_type, data_range):
+        check_choice("sde_type", sde_type, SDES)
+        check_choice("prediction_type", prediction_type, PARAMETERIZATIONS)
+        eps = DEFAULT_EPS[sde_type] if sampling_eps is None else sampling_eps
+        kwargs = {"N": num_train_timesteps, "sampling_eps": eps}
+        if sde_type == "ve":
+            kwargs.update(sigma_min=sigma_min, sigma_max=sigma_max)
+        else:
+            kwargs.update(beta_min=beta_min, beta_max=beta_max)
+        self.sde: SDE = get_sde(sde_type, **kwargs)
+        lo, hi = DEFAULT_DATA_RANGE[sde_type] if data_range is None else data_range
+        if not hi > lo:
+            raise ValueError(f"data_range must be (low, high) with high > low, got {data_range!r}")
+        self.data_range = (float(lo), float(hi))
+        self.init_noise_sigma = self.sde.prior_std()
+        self.num_inference_steps = None
+        self.timesteps = torch.empty(0)
+        self._t_grid = torch.empty(0)
+
+    @classmethod
+    def from_config(cls, config=None, return_unused_kwargs=False, **kwargs):
+        """Instantiate from a config; DDPM, DDIM and ScoreSdeVe configs are translated first."""
+        config = translate_foreign_config(config if config is not None else {})
+        return super().from_config(config, return_unused_kwargs=return_unused_kwargs, **kwargs)
+
+    # --- time grid -------------------------------------------------------------------------------------------------
+    def set_timesteps(self, num_inference_steps: int, device: str | torch.device | None = None):
+        """Set the uniform grid of ``num_inference_steps`` steps from ``T`` down to ``sampling_eps``."""
+        check_positive("num_inference_steps", num_inference_steps, integer=True)
+        self.num_inference_steps = num_inference_steps
+        self._t_grid = time_grid(self.sde, num_inference_steps, self.sde.sampling_eps, torch.float32, device or "cpu")
+        self.timesteps = self._stage_times()
+
+    def _stage_times(self) -> torch.Tensor:
+        return self._t_grid[:-1]
+
+    def next_timestep(self, timestep: float | torch.Tensor) -> torch.Tensor:
+        """The grid time after ``timestep`` (the time a step from ``timestep`` lands on)."""
+        if self.num_inference_steps is None:
+            raise ValueError("call set_timesteps(num_inference_steps) before step()")
+        i = int(torch.argmin((self._t_grid[:-1] - torch.as_tensor(timestep, dtype=torch.float32).cpu()).abs()))
+        return self._t_grid[i + 1]
+
+    # --- model interface -------------------------------------------------------------------------------------------
+    def model_timestep(self, timestep: float | torch.Tensor, sample: torch.Tensor) -> torch.Tensor:
+        """The float time tensor ``(B,)`` to feed the network at ``timestep``: ``t * (N - 1)`` or ``sigma(t)``."""
+        t = batch_time(timestep, sample.shape[0], sample)
+        return model_time_input(self.sde, t, self.config.prediction_type)
+
+    def convert_model_output(self, model_output: torch.Tensor, timestep, sample: torch.Tensor) -> torch.Tensor:
+        """Turn the raw network output at ``timestep`` into the score (``-eps / std`` for epsilon models)."""
+        t = batch_time(timestep, sample.shape[0], sample)
+        return output_to_score(model_output, t, self.sde, self.config.prediction_type)
+
+    def scale_model_input(self, sample: torch.Tensor, timestep=None) -> torch.Tensor:
+        return sample
+
+    def add_noise(self, original_samples, noise, timesteps) -> torch.Tensor:
+        """Perturb data to continuous times ``timesteps`` (B,): ``alpha(t) x_0 + std(t) noise``."""
+        t = batch_time(timesteps, original_samples.shape[0], original_samples)
+        mean, std = self.sde.marginal_prob(original_samples, t)
+        return mean + append_dims(std, noise.ndim) * noise
+
+    def sample_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``scorekit.sample`` that reproduce this scheduler's sampler."""
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        return self.config.num_train_timesteps
