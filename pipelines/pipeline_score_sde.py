@@ -77,6 +77,8 @@ class ScoreSDEPipeline(DiffusionPipeline):
         """
         path = str(pretrained_model_name_or_path)
         if not os.path.isdir(path):
+            if path.startswith((os.sep, ".", "~")) or path.count("/") > 1 or os.path.exists(path):
+                raise FileNotFoundError(f"pretrained_model_name_or_path={path!r} is not a pipeline folder")
             from huggingface_hub import snapshot_download
 
             hub_keys = ("cache_dir", "revision", "token", "local_files_only")
