@@ -5,35 +5,22 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import PIL.Image
 import torch
 from diffusers import DiffusionPipeline
 from diffusers.image_processor import VaeImageProcessor
-from diffusers.utils import BaseOutput
 
 from scorekit.sampling import SAMPLERS, sample
 from scorekit.schedulers import ScoreSDEODEScheduler, ScoreSDEPCScheduler, ScoreSDESchedulerBase
 from scorekit.score import model_score_fn
 from scorekit.utils import check_choice, check_positive
 
+from .likelihood_mixin import LikelihoodMixin
+from .outputs import ScoreSDEPipelineOutput
+
 OUTPUT_TYPES = ("pil", "np", "pt")
-
-
-@dataclass
-class ScoreSDEPipelineOutput(BaseOutput):
-    """Output of the scorekit pipelines.
-
-    Args:
-        images: ``batch_size`` PIL images, a numpy array ``(B, H, W, C)`` in [0, 1], or a tensor ``(B, C, H, W)``.
-        nfe: number of score-network evaluations the run cost.
-    """
-
-    images: list[PIL.Image.Image] | np.ndarray | torch.Tensor
-    nfe: int
 
 
 def as_score_sde_scheduler(scheduler) -> ScoreSDESchedulerBase:
@@ -48,7 +35,7 @@ def as_score_sde_scheduler(scheduler) -> ScoreSDESchedulerBase:
                     f"{ScoreSDESchedulerBase._compatibles} to convert, got {name}")
 
 
-class ScoreSDEPipeline(DiffusionPipeline):
+class ScoreSDEPipeline(LikelihoodMixin, DiffusionPipeline):
     """Sample images from a score SDE model with the predictor-corrector or probability-flow ODE sampler.
 
     Args:

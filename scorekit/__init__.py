@@ -1,8 +1,10 @@
 """scorekit: score-based SDE diffusion models (Song et al., ICLR 2021) in the diffusers ecosystem."""
 
-from .conditioning import Compose, Condition
+from .conditioning import ClassifierGuidance, Colorize, Compose, Condition, Inpaint, classifier_guidance
 from .correctors import CORRECTORS
 from .ddim import ddim_step, tweedie_denoise
+from .latents import decode, encode, interpolate, slerp
+from .likelihood import bits_per_dim, log_likelihood
 from .ode import pf_ode_drift
 from .predictors import PREDICTORS
 from .sampling import SAMPLERS, sample
@@ -14,8 +16,13 @@ __version__ = "0.1.0"
 _LAZY = {
     "ScoreSDEPipeline": "scorekit.pipelines",
     "ScoreSDEPipelineOutput": "scorekit.pipelines",
+    "ScoreSDEClassConditionalPipeline": "scorekit.pipelines",
+    "ScoreSDEInpaintPipeline": "scorekit.pipelines",
+    "ScoreSDEColorizationPipeline": "scorekit.pipelines",
     "ScoreSDEPCScheduler": "scorekit.schedulers",
     "ScoreSDEODEScheduler": "scorekit.schedulers",
+    "TimeClassifierModel": "scorekit.models",
+    "classifier_log_prob_fn": "scorekit.models",
 }
 
 
@@ -31,4 +38,6 @@ def __getattr__(name):
 __all__ = [
     "SDE", "VPSDE", "SubVPSDE", "VESDE", "SDES", "get_sde", "sample", "SAMPLERS", "PREDICTORS", "CORRECTORS",
     "pf_ode_drift", "ddim_step", "tweedie_denoise", "model_score_fn", "Condition", "Compose", *_LAZY,
+    "Inpaint", "Colorize", "ClassifierGuidance", "classifier_guidance",
+    "log_likelihood", "bits_per_dim", "encode", "decode", "slerp", "interpolate",
 ]

@@ -1,0 +1,122 @@
+"""Controllable-generation pipelines and the likelihood / latent pipeline methods, on tiny models."""
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+from diffusers import DDPMScheduler
+from hub_layouts import tiny_ddpm_unet
+
+from scorekit.models import TimeClassifierModel
+from scorekit.pipelines import (
+    ScoreSDEClassConditionalPipeline,
+    ScoreSDEColorizationPipeline,
+    ScoreSDEInpaintPipeline,
+    ScoreSDEPipeline,
+)
+
+
+def tiny(cls, **components):
+    torch.manual_seed(0)
+    pipe = cls(unet=tiny_ddpm_unet().eval(), scheduler=DDPMScheduler(variance_type="fixed_large"), **components)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def tiny_classifier():
+    torch.manual_seed(1)
+    return TimeClassifierModel(in_channels=3, sample_size=8, num_classes=4, block_out_channels=(8, 16),
+                               time_embedding_type="positional", norm_num_groups=4).eval()
+
+
+def photo(size=8, seed=0):
+    rng = np.random.default_rng(seed)
+    return PIL.Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8))
+
+
+KW = dict(num_inference_steps=3, output_type="pt")
+
+
+def test_class_conditional_pipeline_runs_and_round_trips(tmp_path):
+    pipe = tiny(ScoreSDEClassConditionalPipeline, classifier=tiny_classifier())
+    out = pipe(class_labels=[0, 3], guidance_scale=2.0, generator=torch.Generator().manual_seed(0), **KW)
+    assert out.images.shape == (2, 3, 8, 8) and out.nfe == 3 * 2
+    unguided = pipe(class_labels=[0, 3], guidance_scale=0.0, generator=torch.Generator().manual_seed(0), **KW)
+    plain = ScoreSDEPipeline(unet=pipe.unet, scheduler=pipe.scheduler)
+    plain.set_progress_bar_config(disable=True)
+    expected = plain(batch_size=2, generator=torch.Generator().manual_seed(0), **KW).images
+    torch.testing.assert_close(unguided.images, expected)  # scale 0 is the unconditional sampler
+    assert not torch.allclose(out.images, unguided.images)  # the classifier gradient moves the samples
+    pipe.save_pretrained(tmp_path)
+    loaded = ScoreSDEClassConditionalPipeline.from_pretrained(tmp_path)
+    assert isinstance(loaded.classifier, TimeClassifierModel)
+    loaded.set_progress_bar_config(disable=True)
+    again = loaded(class_labels=[0, 3], guidance_scale=2.0, generator=torch.Generator().manual_seed(0), **KW)
+    torch.testing.assert_close(again.images, out.images, atol=1e-5, rtol=0)
+
+
+def test_class_conditional_bad_labels():
+    pipe = tiny(ScoreSDEClassConditionalPipeline, classifier=tiny_classifier())
+    with pytest.raises(ValueError, match="labels"):
+        pipe(class_labels=[0, 4], **KW)  # the classifier has 4 classes
+    with pytest.raises(ValueError, match="labels"):
+        pipe(class_labels=[0, 1, 2], batch_size=2, **KW)
+
+
+def test_inpaint_pipeline_keeps_known_pixels():
+    pipe = tiny(ScoreSDEInpaintPipeline)
+    image = photo()
+    mask = np.zeros((8, 8), dtype=np.uint8)
+    mask[2:6, 2:6] = 255  # white = repaint
+    out = pipe(image=image, mask_image=PIL.Image.fromarray(mask), batch_size=3,
+               generator=torch.Generator().manual_seed(0), **KW)
+    assert out.images.shape == (3, 3, 8, 8)
+    known = torch.from_numpy(mask == 0)
+    expected = torch.from_numpy(np.array(image)).permute(2, 0, 1).float() / 255
+    for img in out.images:
+        torch.testing.assert_close(img[:, known], expected[:, known], atol=1e-6, rtol=0)
+    assert not torch.allclose(out.images[0][:, ~known], out.images[1][:, ~known])  # the hole is sampled
+
+
+def test_inpaint_pipeline_bad_input():
+    pipe = tiny(ScoreSDEInpaintPipeline)
+    with pytest.raises(ValueError, match="sample size"):
+        pipe(image=photo(16), mask_image=PIL.Image.new("L", (16, 16)), **KW)
+    with pytest.raises(ValueError, match="binary"):
+        pipe(image=photo(), mask_image=torch.full((1, 1, 8, 8), 0.3) + torch.eye(8) * 0.2, **KW)
+    with pytest.raises(ValueError, match="mask_image"):
+        pipe(image=photo(), mask_image=torch.zeros(1, 1, 4, 4), **KW)
+
+
+def test_colorization_pipeline_matches_gray():
+    pipe = tiny(ScoreSDEColorizationPipeline)
+    pipe.postprocess = lambda x, output_type: x  # look at the samples in model space, before the [0, 1] clamp
+    image = photo()
+    out = pipe(image=image, batch_size=2, generator=torch.Generator().manual_seed(0), **KW)
+    gray = torch.from_numpy(np.array(image.convert("L"))).float() / 255  # a PIL image is made gray by PIL's "L"
+    torch.testing.assert_close(out.images.mean(1), (2 * gray - 1).expand(2, 8, 8), atol=1e-5, rtol=0)
+    assert out.images.std(1).min() > 0  # the chroma is sampled, not zero
+    rgb = torch.from_numpy(np.array(image)).permute(2, 0, 1).float() / 255
+    out_t = pipe(image=rgb[None], batch_size=1, generator=torch.Generator().manual_seed(0), **KW)
+    torch.testing.assert_close(out_t.images.mean(1), 2 * rgb.mean(0)[None] - 1, atol=1e-5, rtol=0)  # RGB -> mean
+
+
+def test_colorization_needs_rgb_model():
+    torch.manual_seed(0)
+    pipe = ScoreSDEColorizationPipeline(unet=tiny_ddpm_unet(channels=1), scheduler=DDPMScheduler())
+    with pytest.raises(ValueError, match="in_channels"):
+        pipe(image=photo(), **KW)
+
+
+def test_likelihood_and_latent_methods():
+    pipe = tiny(ScoreSDEPipeline)
+    images = [photo(seed=1), photo(seed=2)]
+    out = pipe.log_likelihood(images, rtol=1e-3, atol=1e-3, generator=torch.Generator().manual_seed(0))
+    assert out.bits_per_dim.shape == (2,) and torch.isfinite(out.bits_per_dim).all() and out.nfe > 0
+    arrays = np.stack([np.asarray(im) for im in images]).astype(np.float32) / 255
+    again = pipe.log_likelihood(arrays, rtol=1e-3, atol=1e-3, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(again.bits_per_dim, out.bits_per_dim)  # PIL and numpy inputs agree
+    z = pipe.encode(images, rtol=1e-3, atol=1e-3)
+    assert z.shape == (2, 3, 8, 8)
+    decoded = pipe.decode(z, output_type="np", rtol=1e-3, atol=1e-3)
+    assert decoded.images.shape == (2, 8, 8, 3) and decoded.nfe > 0
