@@ -7,7 +7,7 @@ import math
 
 import torch
 
-from ..likelihood import PROBES, bits_per_dim
+from ..likelihood import PROBES, bits_per_dim, levels_from_data
 from ..ode import ADAPTIVE_METHODS
 
 NUM_LEVELS = 256  # 8-bit images
@@ -22,9 +22,9 @@ def register(subparsers) -> None:
         "image and the mean with its standard error.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--model", required=True, metavar="DIR",
+    parser.add_argument("--model", required=True, metavar="DIR", default=argparse.SUPPRESS,
                         help="folder of a saved ScoreSDEPipeline (save_pretrained) or a flat DDPM/NCSN++ folder")
-    parser.add_argument("--images", required=True, nargs="+", metavar="PATH",
+    parser.add_argument("--images", required=True, nargs="+", metavar="PATH", default=argparse.SUPPRESS,
                         help="8-bit image files at the model's resolution (grayscale for 1-channel models)")
     parser.add_argument("--num-probes", type=int, default=1, metavar="K",
                         help="Hutchinson probes per image (K > 1 adds a per-image standard error)")
@@ -33,6 +33,9 @@ def register(subparsers) -> None:
                         help=f"adaptive ODE solver, one of {', '.join(ADAPTIVE_METHODS)}")
     parser.add_argument("--rtol", type=float, default=1e-5, help="relative tolerance of the ODE solver")
     parser.add_argument("--atol", type=float, default=1e-5, help="absolute tolerance of the ODE solver")
+    parser.add_argument("--eps", type=float, default=None,
+                        help="start time of the ODE (the density is p_eps); None: the SDE's sampling_eps (the "
+                        "paper's bits/dim used 1e-5)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the dequantization noise and the probes")
     parser.add_argument("--batch-size", type=int, default=8, help="images per ODE solve")
     parser.set_defaults(func=run)
@@ -44,13 +47,13 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     pipe = ScoreSDEPipeline.from_pretrained(args.model)
-    levels, data_range = image_levels(pipe, args.images)
-    generator = torch.Generator().manual_seed(args.seed)
-    score_fn, bpds, stderrs = pipe.score_fn(), [], []
+    levels = image_levels(pipe, args.images)
+    generator = torch.Generator(device=levels.device).manual_seed(args.seed)
+    score_fn, data_range, bpds, stderrs = pipe.score_fn(), pipe.scheduler.data_range, [], []
     for batch in levels.split(args.batch_size):
         bpd, info = bits_per_dim(score_fn, pipe.sde, batch, num_levels=NUM_LEVELS, data_range=data_range,
                                  num_probes=args.num_probes, probe=args.probe, method=args.method, rtol=args.rtol,
-                                 atol=args.atol, generator=generator, dtype=pipe.unet.dtype)
+                                 atol=args.atol, eps=args.eps, generator=generator, dtype=pipe.unet.dtype)
         bpds.append(bpd.double())
         stderrs.append(info["stderr"].double() if info["stderr"] is not None else None)
     bpd = torch.cat(bpds)
@@ -61,30 +64,21 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def image_levels(pipe, paths: list[str]) -> tuple[torch.Tensor, tuple[float, float]]:
-    """Load 8-bit images as integer levels ``(B, C, H, W)`` laid out as ``pipe.preprocess`` lays them out.
-
-    The model's data range is read off ``pipe.preprocess`` of an all-0 and an all-255 image; every pixel must map
-    back onto the 8-bit grid (no resizing), else a ValueError says why.
-    """
+def image_levels(pipe, paths: list[str]) -> torch.Tensor:
+    """Load 8-bit images as integer levels ``(B, C, H, W)`` through ``pipe.preprocess`` (same layout and range)."""
     import PIL.Image
 
     size = pipe.unet.config.sample_size
     height, width = (size, size) if isinstance(size, int) else tuple(size)
-    mode = "L" if pipe.unet.config.in_channels == 1 else "RGB"
     images = []
     for path in paths:
         with PIL.Image.open(path) as im:
             if im.size != (width, height):
                 raise ValueError(f"{path}: image is {im.size[0]}x{im.size[1]} but the model takes {width}x{height}")
             if im.mode not in ("1", "L", "P", "RGB", "RGBA"):
-                raise ValueError(f"{path}: mode {im.mode!r} is not 8-bit (accepted: L, P, RGB, RGBA)")
-            images.append(im.convert(mode))
-    lo, hi = (pipe.preprocess([PIL.Image.new(mode, (width, height), v)]).double().mean().item() for v in (0, 255))
-    x = (pipe.preprocess(images).double() - lo) / (hi - lo) * (NUM_LEVELS - 1)
-    if (x - x.round()).abs().max() > 1e-2:
-        raise ValueError("pipe.preprocess does not map these images onto the 8-bit grid (was something resized?)")
-    return x.round().long(), (lo, hi)
+                raise ValueError(f"{path}: mode {im.mode!r} is not 8-bit (accepted: 1, L, P, RGB, RGBA)")
+            images.append(im.convert("L" if pipe.unet.config.in_channels == 1 else "RGB"))
+    return levels_from_data(pipe.preprocess(images), NUM_LEVELS, pipe.scheduler.data_range)
 
 
 def summary(bpd: torch.Tensor, stderr: torch.Tensor | None) -> str:
