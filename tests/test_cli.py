@@ -36,3 +36,48 @@ def test_sample_reports_bad_input(tmp_path, capsys):
     assert main(["sample", "--model", model, "--steps", "0", "--out", str(tmp_path / "g.png")]) == 2
     assert "num_inference_steps" in capsys.readouterr().err
     assert main(["sample", "--model", str(tmp_path / "missing"), "--out", str(tmp_path / "g.png")]) == 2
+
+
+def write_png(path, array):
+    PIL.Image.fromarray(array).save(path)
+    return str(path)
+
+
+def test_inpaint_and_colorize_write_grids(tmp_path, capsys):
+    import numpy as np
+
+    model = make_ddpm_cifar10_folder(str(tmp_path / "model"))
+    rng = np.random.default_rng(0)
+    image = write_png(tmp_path / "photo.png", rng.integers(0, 256, (20, 20, 3), dtype=np.uint8))  # resized to 8x8
+    mask = np.zeros((20, 20), dtype=np.uint8)
+    mask[5:15, 5:15] = 255
+    mask = write_png(tmp_path / "mask.png", mask)
+    out = tmp_path / "inpaint.png"
+    assert main(["inpaint", "--model", model, "--image", image, "--mask", mask, "--num-samples", "3", "--steps", "2",
+                 "--out", str(out)]) == 0
+    assert PIL.Image.open(out).size == (5 * 8 + 6 * 2, 8 + 2 * 2)  # observation, mask, 3 samples in one row
+    out = tmp_path / "colorize.png"
+    assert main(["colorize", "--model", model, "--image", image, "--num-samples", "2", "--steps", "2",
+                 "--sampler", "ode", "--method", "euler", "--out", str(out)]) == 0
+    assert PIL.Image.open(out).size == (3 * 8 + 4 * 2, 8 + 2 * 2)
+    assert main(["inpaint", "--model", model, "--image", str(tmp_path / "nope.png"), "--mask", mask]) == 2
+    assert "no image file" in capsys.readouterr().err
+
+
+def test_sample_with_class_label(tmp_path):
+    from diffusers import DDPMScheduler
+    from hub_layouts import tiny_ddpm_unet
+
+    from scorekit.models import TimeClassifierModel
+    from scorekit.pipelines import ScoreSDEClassConditionalPipeline
+
+    classifier = TimeClassifierModel(in_channels=3, sample_size=8, num_classes=3, block_out_channels=(8,),
+                                     time_embedding_type="positional", norm_num_groups=4)
+    ScoreSDEClassConditionalPipeline(unet=tiny_ddpm_unet(), scheduler=DDPMScheduler(),
+                                     classifier=classifier).save_pretrained(tmp_path / "model")
+    out = tmp_path / "grid.png"
+    assert main(["sample", "--model", str(tmp_path / "model"), "--class-label", "2", "--guidance-scale", "3",
+                 "--steps", "2", "--batch-size", "2", "--out", str(out)]) == 0
+    assert out.exists()
+    assert main(["sample", "--model", str(tmp_path / "model"), "--class-label", "5", "--steps", "2",
+                 "--batch-size", "2", "--out", str(out)]) == 2  # label out of range: a clear error, exit 2

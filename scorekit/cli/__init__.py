@@ -10,7 +10,7 @@ import importlib
 import sys
 
 # Subcommand modules of this package, in the order `scorekit --help` lists them.
-SUBCOMMANDS = ["sample", "likelihood", "demo"]
+SUBCOMMANDS = ["sample", "inpaint", "colorize", "likelihood", "demo"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -46,12 +46,37 @@ def sampler_overrides(args: argparse.Namespace) -> dict:
     return out
 
 
-def load_pipeline(path: str, device: str = "cpu"):
+def load_pipeline(path: str, device: str = "cpu", pipeline_class=None):
+    """Load a pipeline folder as ``pipeline_class`` (default ``ScoreSDEPipeline``), in eval mode on ``device``."""
     from scorekit.pipelines import ScoreSDEPipeline
 
-    pipe = ScoreSDEPipeline.from_pretrained(path).to(device)
+    pipe = (pipeline_class or ScoreSDEPipeline).from_pretrained(path).to(device)
     pipe.unet.eval()
     return pipe
+
+
+def load_image(path: str, size: tuple[int, int], mode: str = "RGB"):
+    """Open a PNG/JPEG as a PIL image of ``mode``, resized (bicubic) to ``size`` = (width, height) if needed."""
+    import PIL.Image
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no image file at {path!r}")
+    image = PIL.Image.open(path).convert(mode)
+    return image if image.size == size else image.resize(size, PIL.Image.BICUBIC)
+
+
+def model_size(pipe) -> tuple[int, int]:
+    """(width, height) of the pipeline's samples."""
+    _, _, h, w = pipe.sample_shape(1)
+    return (w, h)
+
+
+def to_tensor(image) -> torch.Tensor:
+    """PIL image -> ``(1, C, H, W)`` float tensor in [0, 1] (gray images get 3 identical channels)."""
+    import numpy as np
+
+    arr = np.array(image.convert("RGB"), dtype=np.float32) / 255
+    return torch.from_numpy(arr).permute(2, 0, 1)[None]
 
 
 def save_grid(images: torch.Tensor, path: str, nrow: int = 8) -> str:

@@ -22,15 +22,27 @@ def register(subparsers) -> None:
     p.add_argument("--batch-size", type=int, default=16, help="number of images")
     p.add_argument("--nrow", type=int, default=8, help="images per row of the grid")
     p.add_argument("--out", default="grid.png", help="output PNG path")
+    p.add_argument("--class-label", type=int, nargs="+", default=None, metavar="Y",
+                   help="class-conditional sampling with the pipeline's noise-conditional classifier: one label for "
+                        "all images, or one per image")
+    p.add_argument("--guidance-scale", type=float, default=1.0,
+                   help="classifier guidance scale (1 = the paper's conditional score); with --class-label")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    pipe = load_pipeline(args.model, args.device)
+    kwargs = dict(num_inference_steps=args.steps, output_type="pt", sampler=args.sampler, **sampler_overrides(args))
+    if args.class_label is not None:
+        from scorekit.pipelines import ScoreSDEClassConditionalPipeline
+
+        pipe = load_pipeline(args.model, args.device, ScoreSDEClassConditionalPipeline)
+        labels = args.class_label * args.batch_size if len(args.class_label) == 1 else args.class_label
+        kwargs.update(class_labels=labels, guidance_scale=args.guidance_scale)
+    else:
+        pipe = load_pipeline(args.model, args.device)
     generator = torch.Generator(device=args.device).manual_seed(args.seed)
     start = time.perf_counter()
-    out = pipe(batch_size=args.batch_size, num_inference_steps=args.steps, generator=generator, output_type="pt",
-               sampler=args.sampler, **sampler_overrides(args))
+    out = pipe(batch_size=args.batch_size, generator=generator, **kwargs)
     elapsed = time.perf_counter() - start
     save_grid(out.images, args.out, nrow=args.nrow)
     print(f"wrote {args.out}: {args.batch_size} images, NFE {out.nfe}, {elapsed:.1f} s")
