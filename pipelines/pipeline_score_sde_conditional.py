@@ -9,11 +9,14 @@ from __future__ import annotations
 import PIL.Image
 import torch
 from diffusers.image_processor import VaeImageProcessor
+from diffusers.utils import logging
 
 from scorekit.conditioning import ClassifierGuidance, Colorize, Compose, Inpaint
 from scorekit.models import classifier_log_prob_fn
 
 from .pipeline_score_sde import ScoreSDEPipeline, ScoreSDEPipelineOutput
+
+logger = logging.get_logger(__name__)
 
 
 class ScoreSDEClassConditionalPipeline(ScoreSDEPipeline):
@@ -85,7 +88,15 @@ class ScoreSDEInpaintPipeline(ScoreSDEPipeline):
             raise ValueError(f"mask_image must be binary (black = keep, white = repaint), got values such as "
                              f"{mask[soft][:3].tolist()}; threshold it first")
         known = mask < 0.5  # diffusers' convention: white = repaint
+        self._warn_if_deterministic(kwargs)
         return super().__call__(batch_size=batch_size or x.shape[0], condition=Inpaint(x, known), **kwargs)
+
+    def _warn_if_deterministic(self, kwargs) -> None:
+        settings = self.sampler_kwargs(kwargs.get("sampler"), {k: v for k, v in kwargs.items() if k == "eta"})
+        if settings["sampler"] == "ode" or (settings["sampler"] == "ddim" and settings.get("eta", 0) == 0):
+            logger.warning("replacement conditioning with a deterministic sampler (%s) is biased against the exact "
+                           "conditional (benchmarks/conditional.py); sampler='pc' with a Langevin corrector is "
+                           "recommended", settings["sampler"])
 
     def _check_image_size(self, x: torch.Tensor, name: str) -> None:
         want = tuple(self.sample_shape(1)[2:])
@@ -110,13 +121,15 @@ class ScoreSDEColorizationPipeline(ScoreSDEInpaintPipeline):
         if self.unet.config.in_channels != 3:
             raise ValueError(f"colorization needs an RGB model (in_channels=3), got {self.unet.config.in_channels}")
         gray = self._gray([image] if isinstance(image, PIL.Image.Image) else image)
+        self._warn_if_deterministic(kwargs)
         self._check_image_size(gray, "image")
         return ScoreSDEPipeline.__call__(self, batch_size=batch_size or gray.shape[0], condition=Colorize(gray),
                                          **kwargs)
 
     def _gray(self, image) -> torch.Tensor:
         """The gray image (mean of R, G, B) in the model's data range, ``(B, 1, H, W)``."""
-        x = self.image_processor.preprocess([im.convert("L") for im in image] if _is_pil(image) else image)
+        # gray = mean of R, G, B (what Colorize fixes); a gray PIL image has three equal channels after convert
+        x = self.image_processor.preprocess([im.convert("RGB") for im in image] if _is_pil(image) else image)
         if x.shape[1] not in (1, 3):
             raise ValueError(f"image must have 1 (gray) or 3 (RGB) channels, got {x.shape[1]}")
         lo, hi = self.scheduler.data_range

@@ -197,8 +197,9 @@ def _pc(x, *, score_fn, sde, eps, generator, condition, progress, callback, step
     x_mean = x
     for i in _iterate(steps, progress):
         t, t_next = batch_time(ts[i], x.shape[0], x), batch_time(ts[i + 1], x.shape[0], x)
-        x, x_mean = corrector_fn(x, t, score_fn, sde, generator, snr=snr, n_steps=n_corrector_steps)
-        x = condition.project(x, t, generator)
+        for _ in range(n_corrector_steps):  # replacement after every Langevin step, not only the last
+            x, x_mean = corrector_fn(x, t, score_fn, sde, generator, snr=snr, n_steps=1)
+            x = condition.project(x, t, generator)
         x, x_mean = predictor_fn(x, t, t_next, score_fn, sde, generator)
         x, x_mean = condition.project(x, t_next, generator), condition.project(x_mean, t_next, None)
         x = _after_step(i, ts[i + 1], x, callback)

@@ -1,0 +1,81 @@
+"""Colorization: the replacement method in the orthogonal gray/chroma basis of RGB (Song et al. 2021, App. I.2).
+
+Per pixel, the RGB vector ``x = (r, g, b)`` (channel dim 1) is rotated by the orthogonal matrix :data:`DECOUPLE`
+whose first row is ``(1, 1, 1) / sqrt(3)``: ``u = DECOUPLE @ x``. The first coordinate is the gray one,
+``u_0 = (r + g + b) / sqrt(3) = sqrt(3) * gray`` with ``gray = mean(r, g, b)``; the other two carry the chroma. A gray
+image therefore observes ``u_0 = sqrt(3) * gray`` exactly, and since the rotation is orthogonal the perturbed
+``u_0`` of ``x_t`` is ``alpha(t) u_0 + std(t) z`` with white ``z``: inpainting in this basis is colorization.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..sde import SDE
+from .inpaint import Replacement, _as_tensor
+
+# Rows: gray (1, 1, 1)/sqrt(3), then two orthonormal chroma directions (1, -1, 0)/sqrt(2) and (1, 1, -2)/sqrt(6).
+DECOUPLE = torch.tensor(
+    [
+        [1 / math.sqrt(3), 1 / math.sqrt(3), 1 / math.sqrt(3)],
+        [1 / math.sqrt(2), -1 / math.sqrt(2), 0.0],
+        [1 / math.sqrt(6), 1 / math.sqrt(6), -2 / math.sqrt(6)],
+    ],
+    dtype=torch.float64,
+)
+
+
+def rgb_to_gray_chroma(x: torch.Tensor) -> torch.Tensor:
+    """``u = DECOUPLE @ x`` along channel dim 1: ``(B, 3, ...) -> (B, 3, ...)``, ``u[:, 0] = sqrt(3) * mean(RGB)``."""
+    return torch.einsum("ij,bj...->bi...", DECOUPLE.to(dtype=x.dtype, device=x.device), x)
+
+
+def gray_chroma_to_rgb(u: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`rgb_to_gray_chroma` (``DECOUPLE`` is orthogonal, so its inverse is its transpose)."""
+    return torch.einsum("ij,bi...->bj...", DECOUPLE.to(dtype=u.dtype, device=u.device), u)
+
+
+class Colorize(Replacement):
+    """Colorization: generate RGB samples whose channel mean equals ``gray`` (replacement in the gray/chroma basis).
+
+    Args:
+        gray: ``(B or 1, 1, *spatial)`` gray image, defined as the mean of the R, G, B channels in the model's data
+            scale (for an RGB image pass ``image.mean(1, keepdim=True)``). The samples must have shape
+            ``(B, 3, *spatial)``; at the end ``x.mean(1) == gray`` up to rounding.
+
+    Example:
+        ``x, info = scorekit.sample(score_fn, sde, (4, 3, 32, 32), condition=scorekit.Colorize(gray))``
+    """
+
+    def __init__(self, gray: torch.Tensor):
+        gray = _as_tensor("gray", gray)
+        if not gray.is_floating_point():
+            gray = gray.to(torch.get_default_dtype())
+        if gray.ndim < 3 or gray.shape[1] != 1:
+            raise ValueError(f"gray must have shape (B or 1, 1, *spatial) with one channel at dim 1 (the mean of R, "
+                             f"G, B), got {tuple(gray.shape)}; for an RGB image pass image.mean(1, keepdim=True)")
+        if not torch.isfinite(gray).all():
+            raise ValueError("gray has NaN or inf values")
+        # observed coordinate u_0 = sqrt(3) * gray; the chroma coordinates are unobserved (zeros, masked out)
+        observation = torch.cat([math.sqrt(3) * gray, torch.zeros_like(gray), torch.zeros_like(gray)], dim=1)
+        mask = torch.tensor([True, False, False]).reshape(1, 3, *([1] * (gray.ndim - 2)))
+        super().__init__(observation, mask, name="gray")
+        self.gray = gray
+
+    def to_basis(self, x: torch.Tensor) -> torch.Tensor:
+        return rgb_to_gray_chroma(x)
+
+    def from_basis(self, u: torch.Tensor) -> torch.Tensor:
+        return gray_chroma_to_rgb(u)
+
+    def bind(self, sde: SDE, x_T: torch.Tensor, generator: torch.Generator | None) -> None:
+        if x_T.ndim != self.gray.ndim or x_T.shape[1] != 3:
+            raise ValueError(f"Colorize needs RGB samples of shape (B, 3, {', '.join(map(str, self.gray.shape[2:]))}) "
+                             f"(3 channels at dim 1), got shape {tuple(x_T.shape)}")
+        if self.gray.shape[2:] != x_T.shape[2:] or self.gray.shape[0] not in (1, x_T.shape[0]):
+            raise ValueError(f"gray has shape {tuple(self.gray.shape)} but the samples have shape {tuple(x_T.shape)}; "
+                             f"expected (B or 1, 1, {', '.join(map(str, x_T.shape[2:]))}) (is the gray image size "
+                             f"the model's sample size?)")
+        super().bind(sde, x_T, generator)
