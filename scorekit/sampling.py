@@ -126,6 +126,8 @@ def sample(
     check_positive("eps", eps)
     if eps >= sde.T:
         raise ValueError(f"eps must be smaller than sde.T={sde.T}, got {eps}")
+    if x_T is not None and not isinstance(x_T, torch.Tensor):
+        raise TypeError(f"x_T must be a torch.Tensor of shape {shape}, got {type(x_T).__name__}")
     if x_T is None:
         x = sde.prior_sampling(shape, generator=generator, dtype=dtype, device=device)
     elif tuple(x_T.shape) != shape:
@@ -157,10 +159,10 @@ def sample(
 
 
 def _check_shape(shape) -> tuple[int, ...]:
-    try:
-        shape = tuple(int(s) for s in shape)
-    except TypeError as err:
-        raise ValueError(f"shape must be a tuple of ints (batch, ...), got {shape!r}") from err
+    if isinstance(shape, torch.Size):
+        shape = tuple(shape)
+    if not isinstance(shape, (tuple, list)) or not all(isinstance(s, int) and not isinstance(s, bool) for s in shape):
+        raise ValueError(f"shape must be a tuple of ints (batch, ...), got {shape!r}")
     if len(shape) < 2 or any(s < 1 for s in shape):
         raise ValueError(f"shape must be (batch, ...) with at least 2 positive dims, got {shape}")
     return shape

@@ -1,0 +1,196 @@
+"""Shared closed-form targets and statistical checks for the scorekit test suite.
+
+Targets (DESIGN.md §6): a correlated Gaussian in D = 16 and a well-separated 2-D Gaussian mixture, both built from
+fixed seeds, whose perturbed scores are exact (``scorekit.analytic``). Checks compare sample moments with the truth
+using tolerances derived from the sample size:
+
+- a sample mean of ``n`` i.i.d. draws has standard error ``sqrt(Sigma_ii / n)``;
+- a sample covariance entry of Gaussian draws has standard error ``sqrt((Sigma_ii Sigma_jj + Sigma_ij^2) / n)``
+  (Isserlis' theorem: ``Var[(x_i - mu_i)(x_j - mu_j)] = Sigma_ii Sigma_jj + Sigma_ij^2``);
+- a component proportion has standard error ``sqrt(w (1 - w) / n)``.
+
+All entries are checked at once with a Bonferroni ``k``: the family of ``m`` two-sided z-tests fails by chance with
+probability at most ``alpha`` when each entry is allowed ``k = Phi^{-1}(1 - alpha / (2 m))`` standard errors. A
+sampler's own discretization bias can be allowed for with ``allowance`` (in units of the per-sample standard deviation,
+i.e. the same scale as ``1 / sqrt(n)``); every use must state where its value was measured.
+
+The builders are plain functions so the benchmark (``benchmarks/samplers.py``) measures the very same targets.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from statistics import NormalDist
+
+import pytest
+import torch
+
+from scorekit.analytic import GaussianMixtureScore, GaussianScore
+from scorekit.sde import SDE, VESDE, VPSDE, SubVPSDE
+
+DEFAULT_ALPHA = 1e-4  # family-wise probability that one statistical assert fails by chance
+
+
+# --- targets -------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class GaussianTarget:
+    """Data ``N(mean, cov)``; ``mean`` is ``(D,)``, ``cov`` is ``(D, D)``, float64."""
+
+    mean: torch.Tensor
+    cov: torch.Tensor
+
+    @property
+    def dim(self) -> int:
+        return self.mean.numel()
+
+    def score(self, sde: SDE) -> GaussianScore:
+        """The exact score of ``p_t`` under ``sde``."""
+        return GaussianScore(self.mean, self.cov, sde)
+
+
+@dataclass(frozen=True)
+class MixtureTarget:
+    """Data ``sum_k w_k N(mu_k, Sigma_k)``; ``weights`` ``(K,)``, ``means`` ``(K, D)``, ``covs`` ``(K, D, D)``."""
+
+    weights: torch.Tensor
+    means: torch.Tensor
+    covs: torch.Tensor
+
+    @property
+    def dim(self) -> int:
+        return self.means.shape[1]
+
+    def score(self, sde: SDE) -> GaussianMixtureScore:
+        """The exact score of ``p_t`` under ``sde``."""
+        return GaussianMixtureScore(self.weights, self.means, self.covs, sde)
+
+
+def make_correlated_gaussian(dim: int = 16, seed: int = 0) -> GaussianTarget:
+    """A Gaussian with a dense covariance ``A A^T / D + 0.1 I`` (eigenvalues ~0.1 to ~3 for D = 16), fixed seed."""
+    g = torch.Generator().manual_seed(seed)
+    a = torch.randn(dim, dim, generator=g, dtype=torch.float64)
+    cov = a @ a.T / dim + 0.1 * torch.eye(dim, dtype=torch.float64)
+    mean = torch.randn(dim, generator=g, dtype=torch.float64)
+    return GaussianTarget(mean=mean, cov=cov)
+
+
+def make_mixture_2d() -> MixtureTarget:
+    """Two unequal, correlated 2-D components with Bayes misclassification rate ~5e-6 (see :func:`label`)."""
+    weights = torch.tensor([0.3, 0.7], dtype=torch.float64)
+    means = torch.tensor([[-2.0, -1.0], [1.5, 1.5]], dtype=torch.float64)
+    covs = torch.tensor([[[0.25, 0.10], [0.10, 0.25]], [[0.16, -0.05], [-0.05, 0.36]]], dtype=torch.float64)
+    return MixtureTarget(weights=weights, means=means, covs=covs)
+
+
+def make_sdes() -> dict[str, SDE]:
+    """The three SDEs with the paper's default hyper-parameters."""
+    return {"vp": VPSDE(), "subvp": SubVPSDE(), "ve": VESDE()}
+
+
+# --- statistics ----------------------------------------------------------------------------------------------------
+def bonferroni_k(m: int, alpha: float = DEFAULT_ALPHA) -> float:
+    """Standard errors allowed per entry so that ``m`` two-sided z-tests fail jointly with probability <= alpha."""
+    return NormalDist().inv_cdf(1 - alpha / (2 * m))
+
+
+def mean_cov_zscores(x: torch.Tensor, mean: torch.Tensor, cov: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample-scaled errors of the sample mean ``(D,)`` and covariance ``(D, D)`` of ``x`` ``(n, ...)``.
+
+    Returns ``|mean_hat - mean| / sqrt(Sigma_ii)`` and ``|cov_hat - cov| / sqrt(Sigma_ii Sigma_jj + Sigma_ij^2)``:
+    each has standard deviation ``1 / sqrt(n)`` under exact sampling.
+    """
+    x = x.reshape(x.shape[0], -1).to(torch.float64)
+    var = cov.diagonal()
+    z_mean = (x.mean(0) - mean.reshape(-1)).abs() / var.sqrt()
+    z_cov = (torch.cov(x.T) - cov).abs() / (torch.outer(var, var) + cov**2).sqrt()
+    return z_mean, z_cov
+
+
+def assert_mean_cov(
+    x: torch.Tensor,
+    mean: torch.Tensor,
+    cov: torch.Tensor,
+    *,
+    alpha: float = DEFAULT_ALPHA,
+    allowance: float = 0.0,
+    what: str = "samples",
+) -> None:
+    """Assert the sample mean and covariance of ``x`` ``(n, ...)`` match ``N(mean, cov)`` within k standard errors.
+
+    Every mean entry and every covariance entry ``i <= j`` is one of ``m = D + D (D + 1) / 2`` tests; each may be off
+    by ``k / sqrt(n) + allowance`` in the scaled units of :func:`mean_cov_zscores`.
+    """
+    assert torch.isfinite(x).all(), f"{what}: non-finite samples"
+    n, dim = x.shape[0], mean.numel()
+    k = bonferroni_k(dim + dim * (dim + 1) // 2, alpha)
+    tol = k / math.sqrt(n) + allowance
+    z_mean, z_cov = mean_cov_zscores(x, mean, cov)
+    assert z_mean.max() <= tol, f"{what}: mean off by {z_mean.max():.4f} sd > tol {tol:.4f} (k={k:.2f}, n={n})"
+    assert z_cov.max() <= tol, f"{what}: cov off by {z_cov.max():.4f} se-units > tol {tol:.4f} (k={k:.2f}, n={n})"
+
+
+def label(x: torch.Tensor, target: MixtureTarget) -> torch.Tensor:
+    """Bayes-classifier component labels ``(n,)`` at t = 0 (``argmax_k p(k | x)``).
+
+    For :func:`make_mixture_2d` each mean lies >= 7.4 Mahalanobis units from the other component, and the Bayes
+    error measured on 10^6 exact draws is 5e-6: the labelled groups equal the true components up to a truncation far
+    below one standard error at the sample sizes used.
+    """
+    scorer = target.score(VPSDE())
+    t0 = torch.zeros(x.shape[0], dtype=torch.float64)
+    return scorer.class_log_posterior(x, t0).argmax(-1)
+
+
+def assert_mixture(x: torch.Tensor, target: MixtureTarget, *, alpha: float = DEFAULT_ALPHA, what: str = "samples"):
+    """Assert component proportions (se ``sqrt(w (1 - w) / n)``) and per-component means (se ``sqrt(S_ii / n_k)``)."""
+    assert torch.isfinite(x).all(), f"{what}: non-finite samples"
+    labels, n = label(x, target), x.shape[0]
+    n_comp, dim = target.weights.numel(), target.dim
+    k = bonferroni_k(n_comp * (1 + dim), alpha)
+    for c in range(n_comp):
+        w, share = float(target.weights[c]), float((labels == c).double().mean())
+        se_w = math.sqrt(w * (1 - w) / n)
+        assert abs(share - w) <= k * se_w, f"{what}: component {c} share {share:.4f} vs {w:.4f} (tol {k * se_w:.4f})"
+        xc = x[labels == c].reshape(-1, dim).double()
+        se_mu = (target.covs[c].diagonal() / xc.shape[0]).sqrt()
+        err = (xc.mean(0) - target.means[c]).abs()
+        assert (err <= k * se_mu).all(), f"{what}: component {c} mean {xc.mean(0).tolist()} err {err.tolist()}"
+
+
+# --- fixtures ------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def gaussian16() -> GaussianTarget:
+    """The correlated Gaussian target in D = 16 (fixed seed)."""
+    return make_correlated_gaussian(16, seed=0)
+
+
+@pytest.fixture(scope="session")
+def mixture2d() -> MixtureTarget:
+    """The 2-D two-component mixture target."""
+    return make_mixture_2d()
+
+
+@pytest.fixture(params=["vp", "subvp", "ve"])
+def sde(request) -> SDE:
+    """Each of VP, sub-VP and VE with the paper's defaults."""
+    return make_sdes()[request.param]
+
+
+@pytest.fixture(scope="module")
+def single_thread():
+    """Run a module's torch ops on one intra-op thread, then restore the previous count.
+
+    The analytic tests work on tensors of ~10^5 elements, where a second thread buys nothing; on the shared 2-core
+    machine, two threads per process oversubscribe the cores and were measured 5x slower than one.
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture
+def generator() -> torch.Generator:
+    """A CPU generator seeded with 0."""
+    return torch.Generator().manual_seed(0)
