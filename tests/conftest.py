@@ -177,12 +177,12 @@ def sde(request) -> SDE:
     return make_sdes()[request.param]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session", autouse=True)
 def single_thread():
-    """Run a module's torch ops on one intra-op thread, then restore the previous count.
+    """Run every test's torch ops on one intra-op thread, then restore the previous count.
 
-    The analytic tests work on tensors of ~10^5 elements, where a second thread buys nothing; on the shared 2-core
-    machine, two threads per process oversubscribe the cores and were measured 5x slower than one.
+    The tests work on tensors of ~10^5 elements or tiny UNets, where a second thread buys nothing; on the shared
+    2-core machine, two threads per process oversubscribe the cores and were measured 5-30x slower than one.
     """
     previous = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -71,11 +71,12 @@ def test_bad_sample_argument(case):
         call(**overrides)
 
 
-# Shapes that are not tuples of ints, and an x_T that is not a tensor.
+# Shapes that are not tuples of ints, and an x_T that is not a tensor. Before the fix they gave int("a")'s message
+# without the argument's name, a silent truncation of 2.5 to 2, and an AttributeError.
 MALFORMED = {
-    "shape_str": (dict(shape="ab"), ValueError, r"shape must be a tuple of ints"),  # int('a') message, no name
-    "shape_float": (dict(shape=(2.5, 2)), ValueError, r"shape must be a tuple of ints"),  # truncated to (2, 2)
-    "x_T_not_tensor": (dict(x_T=[[0.0, 0.0]] * 4), TypeError, r"x_T must be a torch\.Tensor"),  # AttributeError
+    "shape_str": (dict(shape="ab"), ValueError, r"shape must be a tuple of ints"),
+    "shape_float": (dict(shape=(2.5, 2)), ValueError, r"shape must be a tuple of ints"),
+    "x_T_not_tensor": (dict(x_T=[[0.0, 0.0]] * 4), TypeError, r"x_T must be a torch\.Tensor"),
 }
 
 

@@ -25,15 +25,6 @@ D = 64
 TOL = 1e-6
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # tiny float64 ops: a second thread only adds contention on the shared 2-core machine
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def gaussian(sde_name: str, seed: int = 0) -> GaussianScore:
     g = torch.Generator().manual_seed(seed)
     mean = 0.5 * torch.randn(D, generator=g, dtype=torch.float64)

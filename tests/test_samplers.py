@@ -22,8 +22,6 @@ from scorekit.analytic import GaussianScore
 from scorekit.sampling import time_grid
 from scorekit.sde import VPSDE
 
-pytestmark = pytest.mark.usefixtures("single_thread")
-
 N_SAMPLES = 4000
 PREDICTORS = ("euler_maruyama", "reverse_diffusion", "ancestral_sampling")
 CORRECTORS = ("langevin", "ald", "none")

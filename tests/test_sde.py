@@ -19,7 +19,6 @@ CUSTOM = {
     "ve": VESDE(sigma_min=0.05, sigma_max=20.0, T=1.5),
 }
 SHAPES = [(5,), (5, 2), (3, 3, 4, 4), (1, 7)]
-pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def closed_form(name: str, sde, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

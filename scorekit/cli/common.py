@@ -86,3 +86,22 @@ def save_grid(images: torch.Tensor, path: str, nrow: int = 8) -> str:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     save_image(images.float().cpu(), path, nrow=nrow, padding=2, pad_value=1.0)
     return path
+
+
+def add_image_command(subparsers, name: str, help: str, description: str, image_help: str):
+    """A subcommand that turns one image into a grid of samples: model, sampler, --image, --num-samples, --out."""
+    p = subparsers.add_parser(name, help=help, description=description,
+                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_model_args(p)
+    add_sampler_args(p)
+    p.add_argument("--image", required=True, help=image_help)
+    p.add_argument("--num-samples", type=int, default=4, help="number of samples")
+    p.add_argument("--out", default=f"{name}.png", help="output PNG grid")
+    return p
+
+
+def sample_pipeline(pipe, args: argparse.Namespace, **inputs):
+    """Call ``pipe`` with the command line's sampler settings; returns its output (images as a tensor)."""
+    generator = torch.Generator(device=args.device).manual_seed(args.seed)
+    return pipe(batch_size=args.num_samples, num_inference_steps=args.steps, generator=generator, output_type="pt",
+                sampler=args.sampler, **inputs, **sampler_overrides(args))

@@ -7,31 +7,25 @@ import argparse
 import torch
 
 from .common import (
-    add_model_args,
-    add_sampler_args,
+    add_image_command,
     load_image,
     load_pipeline,
     model_size,
-    sampler_overrides,
+    sample_pipeline,
     save_grid,
     to_tensor,
 )
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser(
-        "inpaint", help="inpaint a PNG where a mask is white",
+    p = add_image_command(
+        subparsers, "inpaint", help="inpaint a PNG where a mask is white",
         description="Inpaint an image with the replacement method (Song et al. 2021): pixels where the mask is white "
                     "are generated, black ones kept. Images are resized to the model's size. The output grid shows "
                     "the observation (hole in gray), the mask and --num-samples samples side by side.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        image_help="input image (PNG, JPEG, ...)",
     )
-    add_model_args(p)
-    add_sampler_args(p)
-    p.add_argument("--image", required=True, help="input image (PNG, JPEG, ...)")
     p.add_argument("--mask", required=True, help="mask image: white = repaint, black = keep (thresholded at 50%%)")
-    p.add_argument("--num-samples", type=int, default=4, help="number of inpainted samples")
-    p.add_argument("--out", default="inpaint.png", help="output PNG grid")
     p.set_defaults(func=run)
 
 
@@ -42,9 +36,7 @@ def run(args: argparse.Namespace) -> int:
     size = model_size(pipe)
     image = load_image(args.image, size, "L" if pipe.unet.config.in_channels == 1 else "RGB")
     mask = load_image(args.mask, size, "L").point(lambda v: 255 if v > 127 else 0)
-    generator = torch.Generator(device=args.device).manual_seed(args.seed)
-    out = pipe(image=image, mask_image=mask, batch_size=args.num_samples, num_inference_steps=args.steps,
-               generator=generator, output_type="pt", sampler=args.sampler, **sampler_overrides(args))
+    out = sample_pipeline(pipe, args, image=image, mask_image=mask)
     hole = to_tensor(mask)
     observed = to_tensor(image) * (1 - hole) + 0.5 * hole
     images = out.images if out.images.shape[1] == 3 else out.images.expand(-1, 3, -1, -1)
