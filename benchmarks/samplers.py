@@ -128,37 +128,45 @@ def tiny_unet():
                        up_block_types=("UpBlock2D", "UpBlock2D")).eval()
 
 
-def bare_forward_seconds(unet, batch: int, calls: int, repeats: int = 3) -> float:
-    """Seconds per ``unet(x, t)`` call under ``no_grad``: the best of ``repeats`` means over ``calls`` calls."""
+def best_of(run, repeats: int = 3):
+    """``(seconds, result)`` of the fastest of ``repeats`` calls of ``run()`` (timings on a shared machine)."""
+    best, result = math.inf, None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = run()
+        best = min(best, time.perf_counter() - start)
+    return best, result
+
+
+def bare_forward_seconds(unet, batch: int, calls: int) -> float:
+    """Seconds per ``unet(x, t)`` call under ``no_grad``, best of 3 rounds of ``calls`` calls."""
     x = torch.randn(batch, 3, 16, 16, generator=torch.Generator().manual_seed(0))
     t = torch.full((batch,), 500.0)
-    best = math.inf
-    with torch.no_grad():
-        for _ in range(3):
+
+    def calls_loop():
+        for _ in range(calls):
             unet(x, t)
-        for _ in range(repeats):
-            start = time.perf_counter()
-            for _ in range(calls):
-                unet(x, t)
-            best = min(best, (time.perf_counter() - start) / calls)
-    return best
+
+    with torch.no_grad():
+        calls_loop()  # warm-up
+        return best_of(calls_loop)[0] / calls
 
 
 def overhead_table(args) -> list[str]:
     unet, sde, batch, steps = tiny_unet(), scorekit.VPSDE(), args.unet_batch, args.unet_steps
     bare = bare_forward_seconds(unet, batch, calls=2 * steps)
     lines = [f"Tiny UNet2DModel (16x16x3, block_out_channels (32, 64), {sum(p.numel() for p in unet.parameters())} "
-             f"parameters), batch {batch}: bare forward {1e3 * bare:.2f} ms/call.", "",
-             "| path | sampler | steps | NFE | wall s | ms / NFE | ratio to bare forward |",
+             f"parameters), batch {batch}: bare forward {1e3 * bare:.2f} ms/call. Every time is the best of 3 runs.",
+             "", "| path | sampler | steps | NFE | wall s | ms / NFE | ratio to bare forward |",
              "|---|---|---|---|---|---|---|"]
-    runs = [("scorekit.sample", dict(sampler="pc")), ("scorekit.sample", dict(sampler="ode", method="euler")),
-            ("scorekit.sample", dict(sampler="ddim"))]
-    for path, kwargs in runs:
-        start = time.perf_counter()
-        with torch.no_grad():
-            _, info = scorekit.sample(scorekit.model_score_fn(unet, sde), sde, (batch, 3, 16, 16), steps=steps,
-                                      generator=torch.Generator().manual_seed(args.seed), **kwargs)
-        lines.append(overhead_row(path, kwargs["sampler"], steps, info["nfe"], time.perf_counter() - start, bare))
+    for kwargs in (dict(sampler="pc"), dict(sampler="ode", method="euler"), dict(sampler="ddim")):
+        def run(kwargs=kwargs):
+            with torch.no_grad():
+                return scorekit.sample(scorekit.model_score_fn(unet, sde), sde, (batch, 3, 16, 16), steps=steps,
+                                       generator=torch.Generator().manual_seed(args.seed), **kwargs)[1]["nfe"]
+
+        wall, nfe = best_of(run)
+        lines.append(overhead_row("scorekit.sample", kwargs["sampler"], steps, nfe, wall, bare))
     lines.append(pipeline_row(unet, batch, steps, bare, args.seed))
     return lines
 
@@ -174,10 +182,9 @@ def pipeline_row(unet, batch: int, steps: int, bare: float, seed: int) -> str:
 
         pipe = ScoreSDEPipeline(unet=unet, scheduler=ScoreSDEPCScheduler(sde_type="vp"))
         pipe.set_progress_bar_config(disable=True)
-        start = time.perf_counter()
-        out = pipe(batch_size=batch, num_inference_steps=steps, generator=torch.Generator().manual_seed(seed),
-                   output_type="pt")
-        return overhead_row("ScoreSDEPipeline", "pc", steps, out.nfe, time.perf_counter() - start, bare)
+        wall, nfe = best_of(lambda: pipe(batch_size=batch, num_inference_steps=steps, output_type="pt",
+                                         generator=torch.Generator().manual_seed(seed)).nfe)
+        return overhead_row("ScoreSDEPipeline", "pc", steps, nfe, wall, bare)
     except Exception as err:  # the pipeline is optional here: report why it did not run instead of failing
         return f"| ScoreSDEPipeline | pc | {steps} | - | - | - | not run: {type(err).__name__}: {err} |"
 

@@ -17,7 +17,7 @@ from .conditioning.base import Condition
 from .correctors import CORRECTOR_ALIASES, CORRECTORS
 from .ddim import ddim_step, tweedie_denoise
 from .ode import ADAPTIVE_METHODS, FIXED_METHODS, FIXED_STEPS, odeint_adaptive, pf_ode_drift
-from .predictors import PREDICTOR_ALIASES, PREDICTORS
+from .predictors import PREDICTOR_ALIASES, PREDICTORS, none_predictor
 from .sde import SDE
 from .utils import append_dims, batch_time, check_choice, check_finite, check_positive, randn_like
 
@@ -104,8 +104,9 @@ def sample(
         rtol, atol: tolerances of the adaptive ODE solve.
         eta: DDIM stochasticity, >= 0 (0 = the PF-ODE's DDIM discretization).
         step_size: NCSN's ``eps`` for ``"ald"``: the step at level i is ``step_size * std_i^2 / std_L^2``.
-        denoise: return the noise-free mean of the last step (PC, ALD; no extra NFE) or apply Tweedie's formula
-            at the final time (ODE, DDIM; one extra NFE).
+        denoise: return the noise-free mean of the last step (PC, ALD; no extra NFE; with ``predictor="none"``
+            the mean of the last corrector step) or apply Tweedie's formula at the final time (ODE, DDIM; one
+            extra NFE).
         eps: final time; defaults to ``sde.sampling_eps``.
         x_T: start from this tensor instead of a prior draw.
         condition: a :class:`~scorekit.conditioning.Condition` (guidance, inpainting, colorization, composed).
@@ -117,6 +118,10 @@ def sample(
         ``(x, info)``: samples of ``shape`` and a dict with ``nfe``, ``sampler`` and the settings used.
     """
     check_choice("sampler", sampler, SAMPLERS)
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be callable as callback(i, t, x), got {type(callback).__name__}")
+    if not isinstance(dtype, torch.dtype):
+        raise TypeError(f"dtype must be a torch.dtype, got {dtype!r}")
     if not isinstance(sde, SDE):
         raise TypeError(f"sde must be a scorekit SDE (VPSDE, SubVPSDE, VESDE), got {type(sde).__name__}")
     shape = _check_shape(shape)
@@ -202,7 +207,8 @@ def _pc(x, *, score_fn, sde, eps, generator, condition, progress, callback, step
         for _ in range(n_corrector_steps):  # replacement after every Langevin step, not only the last
             x, x_mean = corrector_fn(x, t, score_fn, sde, generator, snr=snr, n_steps=1)
             x = condition.project(x, t, generator)
-        x, x_mean = predictor_fn(x, t, t_next, score_fn, sde, generator)
+        x, x_pred_mean = predictor_fn(x, t, t_next, score_fn, sde, generator)
+        x_mean = x_mean if predictor_fn is none_predictor else x_pred_mean  # corrector-only: keep Langevin's mean
         x, x_mean = condition.project(x, t_next, generator), condition.project(x_mean, t_next, None)
         x = _after_step(i, ts[i + 1], x, callback)
     return x_mean if denoise else x

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -38,9 +39,9 @@ def check_choice(name: str, value: Any, choices: Iterable[str] | Mapping[str, An
 def check_positive(name: str, value: float, *, integer: bool = False, allow_zero: bool = False) -> None:
     """Raise a ValueError naming the argument when ``value`` is not a positive (or non-negative) number."""
     kind = "integer" if integer else "number"
-    if integer and (isinstance(value, bool) or not isinstance(value, int)):
+    if integer and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):
         raise ValueError(f"{name} must be an integer >= {0 if allow_zero else 1}, got {value!r}")
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+    if not isinstance(value, numbers.Real) or isinstance(value, bool) or not math.isfinite(value):
         raise ValueError(f"{name} must be a finite {kind}, got {value!r}")
     if value < 0 or (value == 0 and not allow_zero):
         bound = ">= 0" if allow_zero else "> 0"

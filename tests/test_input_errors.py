@@ -131,3 +131,25 @@ def test_score_turning_nan_midway_is_reported():
 def test_bad_constructor_argument(build, message):
     with pytest.raises(ValueError, match=message):
         build()
+
+
+def test_callback_and_dtype_are_checked_before_sampling():
+    with pytest.raises(TypeError, match="callback must be callable"):
+        call(callback=3)
+    with pytest.raises(TypeError, match="dtype must be a torch.dtype"):
+        call(dtype="float64")
+
+
+def test_numpy_integer_steps_are_accepted():
+    import numpy as np
+
+    x, info = call(steps=np.int64(3), corrector="none")
+    assert info["nfe"] == 3 and x.shape == (4, 2)
+
+
+def test_corrector_only_denoise_returns_the_langevin_mean():
+    # With predictor "none" the denoised output is the last corrector step's noise-free mean, not its noisy sample.
+    kwargs = dict(predictor="none", corrector="langevin", n_corrector_steps=1)
+    noisy, _ = call(denoise=False, **kwargs)
+    mean, _ = call(denoise=True, **kwargs)
+    assert not torch.equal(noisy, mean)

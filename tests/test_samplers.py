@@ -50,7 +50,7 @@ def test_pc_reproduces_gaussian(sde, gaussian16, predictor, corrector):
 
 @pytest.mark.parametrize("predictor", ["euler_maruyama", "reverse_diffusion"])
 def test_probability_flow_pc_reproduces_gaussian(sde, gaussian16, predictor):
-    # PF predictor + Langevin corrector, 400 steps: worst entry 0.023 at 400 steps (n = 20000, VP and sub-VP).
+    # PF predictor + Langevin corrector, 400 steps: worst entry 0.023 at 400 steps (n = 20000, all three SDEs).
     # Predictor-only PF runs are deterministic ODE integrators: they are checked pathwise in test_converges_to_ode.
     check_gaussian(gaussian16, sde, f"{sde.name} pf-pc {predictor}", sampler="pc", steps=400, predictor=predictor,
                    corrector="langevin", probability_flow=True)
@@ -62,8 +62,9 @@ def test_probability_flow_pc_reproduces_gaussian(sde, gaussian16, predictor):
 # it needs sum(eps) >> lambda_max. Measured: snr 0.16 with 100 levels x 5 steps leaves the gaussian16 mean 0.13-0.33
 # sd off and the mixture's first component mean 0.1 off (VE: its share 0.41 instead of 0.30); snr 0.25 with
 # 200 x 3 still biases the mixture share by +0.012 to +0.019 (n = 20000); 400 x 3 gets within 0.011 (share) and
-# 0.024 (gaussian16, n = 12000, noise included). Unadjusted Langevin also keeps an O(eps) variance excess, largest
-# (eps / (2 lambda_min) ~ 20 %) in gaussian16's smallest eigen-direction: ~0.02 in the entry-wise units tested.
+# 0.025 (gaussian16 VP / sub-VP, n = 12000, noise included). Unadjusted Langevin also keeps an O(eps) variance
+# excess, largest (eps / (2 lambda_min) ~ 20 %) in gaussian16's smallest eigen-direction: ~0.02 in the entry-wise
+# units tested.
 CORRECTOR_ONLY = dict(sampler="pc", predictor="none", corrector="langevin", steps=400, n_corrector_steps=3, snr=0.25)
 
 
