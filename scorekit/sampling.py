@@ -127,6 +127,9 @@ def sample(
     shape = _check_shape(shape)
     steps = DEFAULT_STEPS[sampler] if steps is None else steps
     check_positive("steps", steps, integer=True)
+    settings = _sampler_settings(sampler, predictor=predictor, corrector=corrector, snr=snr,
+                                 n_corrector_steps=n_corrector_steps, probability_flow=probability_flow,
+                                 method=method, rtol=rtol, atol=atol, eta=eta, step_size=step_size)
     eps = sde.sampling_eps if eps is None else eps
     check_positive("eps", eps)
     if eps >= sde.T:
@@ -146,21 +149,35 @@ def sample(
     counted = CountedScore(score_fn)
     run = partial(_SAMPLER_FNS[sampler], score_fn=condition.wrap_score(counted), sde=sde, eps=eps,
                   generator=generator, condition=condition, progress=progress, callback=callback)
-    kwargs = dict(steps=steps, denoise=denoise)
-    if sampler == "pc":
-        kwargs.update(predictor=predictor, corrector=corrector, snr=snr, n_corrector_steps=n_corrector_steps,
-                      probability_flow=probability_flow)
-    elif sampler == "ode":
-        kwargs.update(method=method, rtol=rtol, atol=atol)
-    elif sampler == "ddim":
+    kwargs = dict(steps=steps, denoise=denoise, **settings)
+    with torch.no_grad():  # no autograd graph across steps; guidance takes its gradient under enable_grad itself
+        x = condition.finalize(run(x, **kwargs))
+    return x, {"nfe": counted.nfe, "sampler": sampler, "eps": eps, **kwargs}
+
+
+def _sampler_settings(sampler: str, *, predictor, corrector, snr, n_corrector_steps, probability_flow, method, rtol,
+                      atol, eta, step_size) -> dict[str, Any]:
+    """Validate the chosen sampler's own arguments before any work; returns the settings it runs with."""
+    if sampler == "ode":
+        check_choice("method", method, FIXED_METHODS + ADAPTIVE_METHODS)
+        check_positive("rtol", rtol)
+        check_positive("atol", atol)
+        return dict(method=method, rtol=rtol, atol=atol)
+    if sampler == "ddim":
         check_positive("eta", eta, allow_zero=True)
-        kwargs.update(eta=eta)
-    else:
-        kwargs.update(snr=snr, n_corrector_steps=n_corrector_steps, step_size=step_size)
-    x = condition.finalize(run(x, **kwargs))
-    info = {"nfe": counted.nfe, "sampler": sampler, **{k: v for k, v in kwargs.items() if k != "denoise"},
-            "denoise": denoise, "eps": eps}
-    return x, info
+        return dict(eta=eta)
+    check_positive("n_corrector_steps", n_corrector_steps, integer=True)
+    if sampler == "ald":
+        check_positive("step_size", step_size)
+        return dict(n_corrector_steps=n_corrector_steps, step_size=step_size)
+    resolve_predictor(predictor)
+    resolve_corrector(corrector)
+    check_positive("snr", snr)
+    if probability_flow and PREDICTOR_ALIASES.get(predictor, predictor) not in ("euler_maruyama", "reverse_diffusion"):
+        raise ValueError(f"probability_flow=True needs predictor 'euler_maruyama' or 'reverse_diffusion', got "
+                         f"{predictor!r}")
+    return dict(predictor=predictor, corrector=corrector, snr=snr, n_corrector_steps=n_corrector_steps,
+                probability_flow=probability_flow)
 
 
 def _check_shape(shape) -> tuple[int, ...]:
@@ -193,12 +210,7 @@ def _pc(x, *, score_fn, sde, eps, generator, condition, progress, callback, step
     """Predictor-corrector sampling (Algorithm 1): corrector at t_i, then predictor t_i -> t_{i+1}."""
     predictor_fn = resolve_predictor(predictor)
     corrector_fn = resolve_corrector(corrector)
-    check_positive("snr", snr)
-    check_positive("n_corrector_steps", n_corrector_steps, integer=True)
     if probability_flow:
-        if predictor not in ("euler_maruyama", "euler", "em", "reverse_diffusion"):
-            raise ValueError(f"probability_flow=True needs predictor 'euler_maruyama' or 'reverse_diffusion', "
-                             f"got {predictor!r}")
         predictor_fn = partial(predictor_fn, probability_flow=True)
     ts = time_grid(sde, steps, eps, x.dtype, x.device)
     x_mean = x
@@ -214,11 +226,9 @@ def _pc(x, *, score_fn, sde, eps, generator, condition, progress, callback, step
     return x_mean if denoise else x
 
 
-def _ald(x, *, score_fn, sde, eps, generator, condition, progress, callback, steps, snr, n_corrector_steps,
-         step_size, denoise):
+def _ald(x, *, score_fn, sde, eps, generator, condition, progress, callback, steps, n_corrector_steps, step_size,
+         denoise):
     """NCSN annealed Langevin dynamics (Song & Ermon 2019, Algorithm 1): step ``eps sigma_i^2 / sigma_L^2``."""
-    check_positive("step_size", step_size)
-    check_positive("n_corrector_steps", n_corrector_steps, integer=True)
     levels = torch.linspace(sde.T, eps, steps, dtype=torch.float64).to(dtype=x.dtype, device=x.device)
     std_last = sde.marginal_coef(levels[-1:])[1]
     x_mean = x
@@ -235,7 +245,6 @@ def _ald(x, *, score_fn, sde, eps, generator, condition, progress, callback, ste
 
 def _ode(x, *, score_fn, sde, eps, generator, condition, progress, callback, steps, method, rtol, atol, denoise):
     """Probability-flow ODE sampling (eq. 13) from T to eps, fixed-step or adaptive."""
-    check_choice("method", method, FIXED_METHODS + ADAPTIVE_METHODS)
 
     def drift(x_, t_):
         x_ = condition.project_ode(x_, t_)
@@ -248,8 +257,6 @@ def _ode(x, *, score_fn, sde, eps, generator, condition, progress, callback, ste
             t, t_next = batch_time(ts[i], x.shape[0], x), batch_time(ts[i + 1], x.shape[0], x)
             x = _after_step(i, ts[i + 1], step(x, t, t_next, drift), callback)
     else:
-        check_positive("rtol", rtol)
-        check_positive("atol", atol)
         x = odeint_adaptive(lambda t, y: drift(y, batch_time(t, y.shape[0], y)), x, sde.T, eps, method, rtol, atol)
     t_end = batch_time(eps, x.shape[0], x)
     x = condition.project_ode(x, t_end)
