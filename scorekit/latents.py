@@ -13,9 +13,8 @@ from typing import Any
 
 import torch
 
-from .ddim import tweedie_denoise
 from .ode import ADAPTIVE_METHODS, odeint_adaptive, pf_ode_drift
-from .sampling import CountedScore
+from .sampling import CountedScore, sample
 from .sde import SDE
 from .utils import batch_time, check_choice, check_positive
 
@@ -120,12 +119,10 @@ def decode(
     """
     eps = check_ode_args(sde, method, rtol, atol, eps)
     z = check_data("z", z, dtype)
-    counted = CountedScore(score_fn)
-    x = pf_ode_solve(counted, sde, z, sde.T, eps, method, rtol, atol)
-    if denoise:
-        with torch.no_grad():
-            x = tweedie_denoise(x, batch_time(eps, x.shape[0], x), counted, sde)
-    return x, {"nfe": counted.nfe, "eps": eps}
+    # decoding is PF-ODE sampling started from the given latents
+    x, info = sample(score_fn, sde, tuple(z.shape), sampler="ode", method=method, rtol=rtol, atol=atol, eps=eps,
+                     x_T=z, denoise=denoise, dtype=z.dtype, device=z.device)
+    return x, {"nfe": info["nfe"], "eps": eps}
 
 
 def slerp(z0: torch.Tensor, z1: torch.Tensor, alpha: float | torch.Tensor) -> torch.Tensor:
