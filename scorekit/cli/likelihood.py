@@ -7,10 +7,9 @@ import math
 
 import torch
 
-from ..likelihood import PROBES, bits_per_dim, levels_from_data
+from ..likelihood import PROBES
 from ..ode import ADAPTIVE_METHODS
-
-NUM_LEVELS = 256  # 8-bit images
+from .common import add_model_args, load_pipeline
 
 
 def register(subparsers) -> None:
@@ -22,8 +21,7 @@ def register(subparsers) -> None:
         "image and the mean with its standard error.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--model", required=True, metavar="DIR", default=argparse.SUPPRESS,
-                        help="folder of a saved ScoreSDEPipeline (save_pretrained) or a flat DDPM/NCSN++ folder")
+    add_model_args(parser)
     parser.add_argument("--images", required=True, nargs="+", metavar="PATH", default=argparse.SUPPRESS,
                         help="8-bit image files at the model's resolution (grayscale for 1-channel models)")
     parser.add_argument("--num-probes", type=int, default=1, metavar="K",
@@ -36,36 +34,29 @@ def register(subparsers) -> None:
     parser.add_argument("--eps", type=float, default=None,
                         help="start time of the ODE (the density is p_eps); None: the SDE's sampling_eps (the "
                         "paper's bits/dim used 1e-5)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the dequantization noise and the probes")
     parser.add_argument("--batch-size", type=int, default=8, help="images per ODE solve")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import ScoreSDEPipeline
-
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
-    pipe = ScoreSDEPipeline.from_pretrained(args.model)
-    levels = image_levels(pipe, args.images)
-    generator = torch.Generator(device=levels.device).manual_seed(args.seed)
-    score_fn, data_range, bpds, stderrs = pipe.score_fn(), pipe.scheduler.data_range, [], []
-    for batch in levels.split(args.batch_size):
-        bpd, info = bits_per_dim(score_fn, pipe.sde, batch, num_levels=NUM_LEVELS, data_range=data_range,
-                                 num_probes=args.num_probes, probe=args.probe, method=args.method, rtol=args.rtol,
-                                 atol=args.atol, eps=args.eps, generator=generator, dtype=pipe.unet.dtype)
-        bpds.append(bpd.double())
-        stderrs.append(info["stderr"].double() if info["stderr"] is not None else None)
-    bpd = torch.cat(bpds)
-    stderr = None if stderrs[0] is None else torch.cat(stderrs)
+    pipe = load_pipeline(args.model, args.device)
+    images = load_images(pipe, args.images)
+    generator = torch.Generator(device=args.device).manual_seed(args.seed)
+    outs = [pipe.log_likelihood(images[i:i + args.batch_size], num_probes=args.num_probes, probe=args.probe,
+                                method=args.method, rtol=args.rtol, atol=args.atol, eps=args.eps, generator=generator)
+            for i in range(0, len(images), args.batch_size)]
+    bpd = torch.cat([out.bits_per_dim.double() for out in outs])
+    stderr = None if outs[0].stderr is None else torch.cat([out.stderr.double() for out in outs])
     for i, path in enumerate(args.images):
         print(f"{path}: {bpd[i]:.4f}" + ("" if stderr is None else f" +- {stderr[i]:.4f}") + " bits/dim")
     print(summary(bpd, stderr))
     return 0
 
 
-def image_levels(pipe, paths: list[str]) -> torch.Tensor:
-    """Load 8-bit images as integer levels ``(B, C, H, W)`` through ``pipe.preprocess`` (same layout and range)."""
+def load_images(pipe, paths: list[str]) -> list:
+    """Open 8-bit images at the model's size as PIL images of the model's channel count (L or RGB)."""
     import PIL.Image
 
     size = pipe.unet.config.sample_size
@@ -78,7 +69,7 @@ def image_levels(pipe, paths: list[str]) -> torch.Tensor:
             if im.mode not in ("1", "L", "P", "RGB", "RGBA"):
                 raise ValueError(f"{path}: mode {im.mode!r} is not 8-bit (accepted: 1, L, P, RGB, RGBA)")
             images.append(im.convert("L" if pipe.unet.config.in_channels == 1 else "RGB"))
-    return levels_from_data(pipe.preprocess(images), NUM_LEVELS, pipe.scheduler.data_range)
+    return images
 
 
 def summary(bpd: torch.Tensor, stderr: torch.Tensor | None) -> str:
