@@ -142,6 +142,16 @@ class ScoreSDESchedulerBase(SchedulerMixin, ConfigMixin):
         t = batch_time(timestep, sample.shape[0], sample)
         return output_to_score(model_output, t, self.sde, self.config.prediction_type)
 
+    def _step_inputs(self, model_output, timestep, sample):
+        """``(score_fn, t)`` for one step: the model output as a constant score function and ``t`` of shape (B,)."""
+        t = batch_time(timestep, sample.shape[0], sample)
+        score = output_to_score(model_output, t, self.sde, self.config.prediction_type)
+        return (lambda *_: score), t
+
+    @staticmethod
+    def _output(x: torch.Tensor, x_mean: torch.Tensor, return_dict: bool):
+        return ScoreSDESchedulerOutput(prev_sample=x, prev_sample_mean=x_mean) if return_dict else (x, x_mean)
+
     def scale_model_input(self, sample: torch.Tensor, timestep=None) -> torch.Tensor:
         return sample
 

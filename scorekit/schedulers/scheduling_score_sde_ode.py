@@ -84,23 +84,21 @@ class ScoreSDEODEScheduler(ScoreSDESchedulerBase):
         return_dict: bool = True,
     ) -> ScoreSDESchedulerOutput | tuple:
         """One solver stage given the raw model output at ``(sample, timestep)``; see the class docstring."""
-        score = self.convert_model_output(model_output, timestep, sample)
-        t = batch_time(timestep, sample.shape[0], sample)
+        score_fn, t = self._step_inputs(model_output, timestep, sample)
         if self._heun_state is not None:  # Heun correction stage (trapezoid of the two drifts)
             x0, d0, t0 = self._heun_state
             self._heun_state = None
-            d1 = pf_ode_drift(sample, t, lambda *_: score, self.sde)
-            x = x0 + 0.5 * (d0 + d1) * append_dims(t - t0, x0.ndim)
-            return ScoreSDESchedulerOutput(prev_sample=x, prev_sample_mean=x) if return_dict else (x, x)
+            x = x0 + 0.5 * (d0 + pf_ode_drift(sample, t, score_fn, self.sde)) * append_dims(t - t0, x0.ndim)
+            return self._output(x, x, return_dict)
         t_next = batch_time(self.next_timestep(timestep), sample.shape[0], sample)
         if self.config.solver == "ddim":
-            x, x0 = ddim_step(sample, t, t_next, lambda *_: score, self.sde, generator, eta=self.config.eta)
-            return ScoreSDESchedulerOutput(prev_sample=x, prev_sample_mean=x0) if return_dict else (x, x0)
-        d = pf_ode_drift(sample, t, lambda *_: score, self.sde)
+            return self._output(*ddim_step(sample, t, t_next, score_fn, self.sde, generator, eta=self.config.eta),
+                                return_dict)
+        d = pf_ode_drift(sample, t, score_fn, self.sde)
         x = sample + d * append_dims(t_next - t, sample.ndim)  # Euler step of eq. 13
         if self.config.solver == "heun":
             self._heun_state = (sample, d, t)
-        return ScoreSDESchedulerOutput(prev_sample=x, prev_sample_mean=x) if return_dict else (x, x)
+        return self._output(x, x, return_dict)
 
     def sample_kwargs(self) -> dict[str, Any]:
         c = self.config

@@ -76,11 +76,9 @@ class ScoreSDEPCScheduler(ScoreSDESchedulerBase):
             generator: random generator for the step noise.
             return_dict: return a ``ScoreSDESchedulerOutput`` instead of a tuple.
         """
-        score = self.convert_model_output(model_output, timestep, sample)
-        t = batch_time(timestep, sample.shape[0], sample)
+        score_fn, t = self._step_inputs(model_output, timestep, sample)
         t_next = batch_time(self.next_timestep(timestep), sample.shape[0], sample)
-        x, x_mean = self._predictor(sample, t, t_next, lambda *_: score, self.sde, generator)
-        return ScoreSDESchedulerOutput(prev_sample=x, prev_sample_mean=x_mean) if return_dict else (x, x_mean)
+        return self._output(*self._predictor(sample, t, t_next, score_fn, self.sde, generator), return_dict)
 
     def step_correct(
         self,
@@ -91,11 +89,9 @@ class ScoreSDEPCScheduler(ScoreSDESchedulerBase):
         return_dict: bool = True,
     ) -> ScoreSDESchedulerOutput | tuple:
         """One corrector (Langevin) step at ``timestep`` given the raw model output at ``(sample, timestep)``."""
-        score = self.convert_model_output(model_output, timestep, sample)
-        t = batch_time(timestep, sample.shape[0], sample)
-        x, x_mean = self._corrector(sample, t, lambda *_: score, self.sde, generator, snr=self.config.snr,
-                                    n_steps=1)
-        return ScoreSDESchedulerOutput(prev_sample=x, prev_sample_mean=x_mean) if return_dict else (x, x_mean)
+        score_fn, t = self._step_inputs(model_output, timestep, sample)
+        x, x_mean = self._corrector(sample, t, score_fn, self.sde, generator, snr=self.config.snr, n_steps=1)
+        return self._output(x, x_mean, return_dict)
 
     def sample_kwargs(self) -> dict[str, Any]:
         c = self.config
