@@ -108,6 +108,10 @@ class ScoreSDEPipeline(LikelihoodMixin, DiffusionPipeline):
         x = self.image_processor.preprocess(images, height=height, width=width)
         if x.shape[1] != channels:
             raise ValueError(f"images have {x.shape[1]} channels but the model takes in_channels={channels}")
+        return self.to_model_range(x)
+
+    def to_model_range(self, x: torch.Tensor) -> torch.Tensor:
+        """Images in [0, 1] -> the model's data range (``scheduler.data_range``), on its device and dtype."""
         lo, hi = self.scheduler.data_range
         return (lo + (hi - lo) * x).to(device=self.device, dtype=self.unet.dtype)
 

@@ -132,8 +132,7 @@ class ScoreSDEColorizationPipeline(ScoreSDEInpaintPipeline):
         x = self.image_processor.preprocess([im.convert("RGB") for im in image] if _is_pil(image) else image)
         if x.shape[1] not in (1, 3):
             raise ValueError(f"image must have 1 (gray) or 3 (RGB) channels, got {x.shape[1]}")
-        lo, hi = self.scheduler.data_range
-        return (lo + (hi - lo) * x.mean(1, keepdim=True)).to(device=self.device, dtype=self.unet.dtype)
+        return self.to_model_range(x.mean(1, keepdim=True))
 
 
 def _is_pil(image) -> bool:
