@@ -21,33 +21,24 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 import time
+from pathlib import Path
 
 import torch
 
 import scorekit
-from scorekit.analytic import GaussianMixtureScore, GaussianScore, gaussian_conditional, image_gaussian
-from scorekit.conditioning import rgb_to_gray_chroma
+from scorekit.analytic import GaussianMixtureScore
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from conftest import gaussian_fit_statistics, image_problem  # noqa: E402  (the tests' problems)
 
 F64 = torch.float64
 
 
-def image_problem(kind: str):
+def image_problem_for_bench(kind: str):
     """``(score_fn, sde, shape_tail, condition, to_target, m, s)``: ``to_target(x) -> (n, d)`` unobserved coords."""
-    mean, cov = image_gaussian()
-    gauss = GaussianScore(mean, cov, scorekit.VPSDE())
-    x0, _ = gauss.sample(1, torch.Generator().manual_seed(1))
-    eye = torch.eye(48, dtype=F64)
-    if kind == "inpaint":
-        mask = torch.zeros(1, 1, 4, 4, dtype=torch.bool)
-        mask[..., :2] = True
-        observed, condition, p = mask.expand(1, 3, 4, 4).reshape(-1), scorekit.Inpaint(x0, mask), eye
-    else:
-        observed = torch.zeros(3, 16, dtype=torch.bool)
-        observed[0] = True
-        observed, condition = observed.reshape(-1), scorekit.Colorize(x0.mean(1, keepdim=True))
-        p = rgb_to_gray_chroma(eye.reshape(-1, 3, 4, 4)).reshape(48, -1).T  # u = P x, gray/chroma per pixel
-    m, s = gaussian_conditional(p @ mean.reshape(-1), p @ cov @ p.T, observed, (p @ x0.reshape(-1))[observed])
+    gauss, condition, p, observed, _, m, s = image_problem(kind)
     return gauss, gauss.sde, (3, 4, 4), condition, lambda x: (x.reshape(len(x), -1) @ p.T)[:, ~observed], m, s
 
 
@@ -62,13 +53,7 @@ def guidance_problem(label: int = 2):
 def statistics(xs: torch.Tensor, m: torch.Tensor, s: torch.Tensor) -> dict:
     """Mean and covariance statistics of samples ``(n, d)`` against ``N(m, s)`` (module doc)."""
     n, d = xs.shape
-    chol = torch.linalg.cholesky(s)
-    white = torch.linalg.solve_triangular(chol, (xs.mean(0) - m)[:, None], upper=False)[:, 0]
-    chi2 = n * white.square().sum().item()
-    w = torch.linalg.solve_triangular(chol, torch.linalg.solve_triangular(chol, torch.cov(xs.T), upper=False).T,
-                                      upper=False)
-    rho = 1 - (2 * d * d + 3 * d - 1) / (6 * (n - 1) * (d + 1))  # Bartlett correction (Anderson 2003, §10.8)
-    lrt = rho * (n - 1) * (torch.trace(w) - torch.logdet(w) - d).item()
+    chi2, lrt = gaussian_fit_statistics(xs, m, s)
     sd = s.diag().sqrt()
     return {"mean chi2/d": chi2 / d, "cov LRT/df": lrt / (d * (d + 1) / 2), "bias2": max(chi2 - d, 0) / n,
             "max|dmean|/sd": ((xs.mean(0) - m).abs() / sd).max().item(),
@@ -89,7 +74,7 @@ def sampler_configs(quick: bool) -> list[tuple[str, str, dict]]:
 
 def run(conditioner: str, n: int, quick: bool, seed: int) -> list[dict]:
     score_fn, sde, tail, condition, to_target, m, s = (
-        guidance_problem() if conditioner == "guidance" else image_problem(conditioner))
+        guidance_problem() if conditioner == "guidance" else image_problem_for_bench(conditioner))
     # the floor row: exact draws from a stream independent of the samplers' (a shared seed would couple them)
     z = torch.randn(n, len(m), generator=torch.Generator().manual_seed(seed + 10_000), dtype=F64)
     rows = [{"conditioner": conditioner, "sampler": "exact", "settings": "exact conditional draws", "nfe": 0,

@@ -26,7 +26,9 @@ from statistics import NormalDist
 import pytest
 import torch
 
-from scorekit.analytic import GaussianMixtureScore, GaussianScore
+import scorekit
+from scorekit.analytic import GaussianMixtureScore, GaussianScore, gaussian_conditional, image_gaussian
+from scorekit.conditioning import rgb_to_gray_chroma
 from scorekit.sde import SDE, VESDE, VPSDE, SubVPSDE
 
 DEFAULT_ALPHA = 1e-4  # family-wise probability that one statistical assert fails by chance
@@ -194,3 +196,49 @@ def single_thread():
 def generator() -> torch.Generator:
     """A CPU generator seeded with 0."""
     return torch.Generator().manual_seed(0)
+
+
+# --- conditioning problems (tests/test_conditioning.py and benchmarks/conditional.py) -------------------------------
+def basis_matrix(kind: str, h: int = 4, w: int = 4) -> torch.Tensor:
+    """``P`` with ``u = P x`` for flattened ``(3, h, w)`` images: identity (pixels) or gray/chroma per pixel."""
+    eye = torch.eye(3 * h * w, dtype=torch.float64)
+    return eye if kind == "inpaint" else rgb_to_gray_chroma(eye.reshape(-1, 3, h, w)).reshape(3 * h * w, -1).T
+
+
+def image_problem(kind: str, seed: int = 1, cov=None):
+    """Gaussian image data (``image_gaussian``), an observation of one exact draw, the condition and the exact
+    conditional of the unobserved coordinates in the basis of ``kind`` (``"inpaint"`` or ``"colorize"``).
+
+    Returns ``(gauss, condition, p, observed, y, m, s)``: ``u = p x``, ``u[observed] = y``, unobserved ``~ N(m, s)``.
+    """
+    mean, default_cov = image_gaussian()
+    gauss = GaussianScore(mean, default_cov if cov is None else cov, VPSDE())
+    x0, _ = gauss.sample(1, torch.Generator().manual_seed(seed))
+    if kind == "inpaint":
+        mask = torch.zeros(1, 1, 4, 4, dtype=torch.bool)
+        mask[..., :2] = True  # the left half is known, in all channels
+        observed, condition = mask.expand(1, 3, 4, 4).reshape(-1), scorekit.Inpaint(x0, mask)
+    else:
+        observed = torch.zeros(3, 16, dtype=torch.bool)
+        observed[0] = True  # the gray coordinate of every pixel
+        observed, condition = observed.reshape(-1), scorekit.Colorize(x0.mean(1, keepdim=True))
+    p = basis_matrix(kind)
+    y = (p @ x0.reshape(-1))[observed]
+    m, s = gaussian_conditional(p @ mean.reshape(-1), p @ gauss.cov @ p.T, observed, y)
+    return gauss, condition, p, observed, y, m, s
+
+
+def gaussian_fit_statistics(xs: torch.Tensor, mean: torch.Tensor, cov: torch.Tensor) -> tuple[float, float]:
+    """Test statistics of samples ``xs`` ``(n, d)`` against ``N(mean, cov)``.
+
+    Returns ``(t_mean, t_cov)``: ``t_mean = n |L^{-1}(mean_hat - mean)|^2 ~ chi2_d`` and the Bartlett-corrected
+    likelihood-ratio statistic for ``Sigma = cov`` (Anderson 2003, §10.8), ``~ chi2_{d(d+1)/2}``.
+    """
+    n, d = xs.shape
+    chol = torch.linalg.cholesky(cov)
+    white = torch.linalg.solve_triangular(chol, (xs.mean(0) - mean)[:, None], upper=False)[:, 0]
+    t_mean = n * white.square().sum().item()
+    w = torch.linalg.solve_triangular(chol, torch.linalg.solve_triangular(chol, torch.cov(xs.T), upper=False).T,
+                                      upper=False)
+    rho = 1 - (2 * d * d + 3 * d - 1) / (6 * (n - 1) * (d + 1))
+    return t_mean, rho * (n - 1) * (torch.trace(w) - torch.logdet(w) - d).item()

@@ -16,10 +16,11 @@ import math
 
 import pytest
 import torch
+from conftest import basis_matrix, gaussian_fit_statistics, image_problem
 from scipy.stats import binom, chi2
 
 import scorekit
-from scorekit.analytic import GaussianMixtureScore, GaussianScore, gaussian_conditional, image_gaussian
+from scorekit.analytic import GaussianMixtureScore, GaussianScore, image_gaussian
 from scorekit.conditioning import DECOUPLE, Replacement, gray_chroma_to_rgb, rgb_to_gray_chroma
 
 ALPHA = 1e-3
@@ -32,45 +33,13 @@ pytestmark = pytest.mark.usefixtures("single_thread")  # conftest: one intra-op 
 # --- closed forms ---------------------------------------------------------------------------------------------------
 
 
-def basis_matrix(kind: str, h: int = 4, w: int = 4):
-    """``P`` with ``u = P x`` for flattened ``(3, h, w)`` images: identity (pixels) or gray/chroma per pixel."""
-    eye = torch.eye(3 * h * w, dtype=F64)
-    return eye if kind == "inpaint" else rgb_to_gray_chroma(eye.reshape(-1, 3, h, w)).reshape(3 * h * w, -1).T
-
-
 def assert_gaussian(xs, mean, cov, what: str):
     """Mean and covariance tests of ``xs`` ``(n, d)`` against ``N(mean, cov)`` at level ``ALPHA`` (module doc)."""
-    n, d = xs.shape
-    chol = torch.linalg.cholesky(cov)
-    white = torch.linalg.solve_triangular(chol, (xs.mean(0) - mean)[:, None], upper=False)[:, 0]
-    t_mean = n * white.square().sum().item()
-    w = torch.linalg.solve_triangular(chol, torch.linalg.solve_triangular(chol, torch.cov(xs.T), upper=False).T,
-                                      upper=False)
-    rho = 1 - (2 * d * d + 3 * d - 1) / (6 * (n - 1) * (d + 1))
-    t_cov = rho * (n - 1) * (torch.trace(w) - torch.logdet(w) - d).item()
+    d = xs.shape[1]
+    t_mean, t_cov = gaussian_fit_statistics(xs, mean, cov)
     q_mean, q_cov = chi2.ppf(1 - ALPHA, d), chi2.ppf(1 - ALPHA, d * (d + 1) // 2)
     assert t_mean < q_mean, f"{what}: mean statistic {t_mean:.1f} >= chi2_{d} quantile {q_mean:.1f}"
     assert t_cov < q_cov, f"{what}: covariance statistic {t_cov:.1f} >= chi2_{d * (d + 1) // 2} quantile {q_cov:.1f}"
-
-
-def image_problem(kind: str, seed: int = 1, cov=None):
-    """Data, an observation of one exact draw, the condition and the exact conditional in the basis of ``kind``."""
-    mean, cov_ = image_gaussian()
-    cov = cov_ if cov is None else cov
-    gauss = GaussianScore(mean, cov, scorekit.VPSDE())
-    x0, _ = gauss.sample(1, torch.Generator().manual_seed(seed))
-    if kind == "inpaint":
-        mask = torch.zeros(1, 1, 4, 4, dtype=torch.bool)
-        mask[..., :2] = True  # the left half is known, in all channels
-        observed, condition = mask.expand(1, 3, 4, 4).reshape(-1), scorekit.Inpaint(x0, mask)
-    else:
-        observed = torch.zeros(3, 16, dtype=torch.bool)
-        observed[0] = True  # the gray coordinate of every pixel
-        observed, condition = observed.reshape(-1), scorekit.Colorize(x0.mean(1, keepdim=True))
-    p = basis_matrix(kind)
-    y = (p @ x0.reshape(-1))[observed]
-    m, s = gaussian_conditional(p @ mean.reshape(-1), p @ cov @ p.T, observed, y)
-    return gauss, condition, p, observed, y, m, s
 
 
 def mixture_2d():
