@@ -221,7 +221,7 @@ def _pc(x, *, score_fn, sde, eps, generator, condition, progress, callback, step
             x = condition.project(x, t, generator)
         x, x_pred_mean = predictor_fn(x, t, t_next, score_fn, sde, generator)
         x_mean = x_mean if predictor_fn is none_predictor else x_pred_mean  # corrector-only: keep Langevin's mean
-        x, x_mean = condition.project(x, t_next, generator), condition.project(x_mean, t_next, None)
+        x, x_mean = condition.project(x, t_next, generator), condition.project_mean(x_mean, t_next)
         x = _after_step(i, ts[i + 1], x, callback)
     return x_mean if denoise else x
 
@@ -240,7 +240,7 @@ def _ald(x, *, score_fn, sde, eps, generator, condition, progress, callback, ste
             x_mean = x + 0.5 * append_dims(alpha, x.ndim) * score_fn(x, t)
             x = condition.project(x_mean + append_dims(alpha.sqrt(), x.ndim) * randn_like(x, generator), t, generator)
         x = _after_step(i, levels[i], x, callback)
-    return condition.project(x_mean, levels[-1:].expand(x.shape[0]), None) if denoise else x
+    return condition.project_mean(x_mean, levels[-1:].expand(x.shape[0])) if denoise else x
 
 
 def _ode(x, *, score_fn, sde, eps, generator, condition, progress, callback, steps, method, rtol, atol, denoise):

@@ -85,8 +85,8 @@ def test_inpaint_project_draws_the_perturbed_observation_and_leaves_unknown_entr
     count = known.sum().item()
     assert z[known].mean().abs() < 5 / math.sqrt(count)
     assert (z[known].var() - 1).abs() < 5 * math.sqrt(2 / count)
-    # generator=None after a seeded bind is the noise-free x_mean projection: exactly alpha(t) y
-    mean_proj = cond.project(x, t, None)
+    # the noise-free x_mean projection: exactly alpha(t) y
+    mean_proj = cond.project_mean(x, t)
     torch.testing.assert_close(mean_proj[known], (alpha * image).expand(n, 3, 2, 2)[known], rtol=0, atol=0)
 
 

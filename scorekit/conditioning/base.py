@@ -14,7 +14,8 @@ class Condition:
 
     1. ``bind(sde, x_T, generator)`` once before sampling (validate shapes, draw any fixed noise);
     2. ``wrap_score(score_fn)`` once, to steer the score (classifier guidance);
-    3. ``project(x, t, generator)`` after every stochastic predictor / corrector / DDIM step (replacement method);
+    3. ``project(x, t, generator)`` after every stochastic predictor / corrector / DDIM step (replacement method),
+       and ``project_mean(x_mean, t)`` on the step's noise-free mean;
     4. ``project_ode(x, t)`` on every state a deterministic ODE solver evaluates (a smooth observation path);
     5. ``finalize(x)`` on the returned sample (e.g. known pixels equal the observation exactly).
 
@@ -28,6 +29,9 @@ class Condition:
         return score_fn
 
     def project(self, x: torch.Tensor, t: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        return x
+
+    def project_mean(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return x
 
     def project_ode(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -58,6 +62,11 @@ class Compose(Condition):
     def project(self, x, t, generator):
         for c in self.conditions:
             x = c.project(x, t, generator)
+        return x
+
+    def project_mean(self, x, t):
+        for c in self.conditions:
+            x = c.project_mean(x, t)
         return x
 
     def project_ode(self, x, t):

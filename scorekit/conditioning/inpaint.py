@@ -6,7 +6,7 @@ pixel basis for inpainting, the gray/chroma basis for colorization). Since the p
 ``alpha(t) y + std(t) z``. The replacement method overwrites them with such a draw after every step:
 
 - stochastic samplers (PC predictor and corrector steps, DDIM with eta > 0, annealed Langevin): a fresh ``z`` each
-  time (``project``); the noise-free mean ``x_mean`` gets the noise-free ``alpha(t) y``;
+  time (``project``); the noise-free mean ``x_mean`` gets the noise-free ``alpha(t) y`` (``project_mean``);
 - deterministic ODE solvers (PF-ODE, DDIM with eta = 0): one ``z`` drawn when first needed and kept, so the solver
   sees the smooth path ``alpha(t) y + std(t) z_fixed`` (``project_ode``);
 - at the end (``finalize``) the observed coordinates equal ``y`` exactly; the unknown ones keep the sampler's final
@@ -81,14 +81,14 @@ class Replacement(Condition):
         # y in the sampling dtype, zero where unobserved (so NaN placeholders never leak through 0 * NaN)
         self._y = torch.where(mask, obs.to(device=x_T.device, dtype=x_T.dtype), 0).expand(x_T.shape)
         self._sde, self._generator, self._z_ode = sde, generator, None
-        # sample() passes generator=None for the noise-free x_mean; a run without generator draws globally instead
-        self._noise_without_generator = generator is None
 
     def project(self, x: torch.Tensor, t: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-        """Replace the observed coordinates by a fresh draw of ``alpha(t) y + std(t) z`` (noise-free for x_mean)."""
-        if generator is None and not self._noise_without_generator:
-            return self._replace(x, self._observed(t, None))
+        """Replace the observed coordinates by a fresh draw of ``alpha(t) y + std(t) z``."""
         return self._replace(x, self._observed(t, randn_like(x, generator)))
+
+    def project_mean(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Replace the observed coordinates of a noise-free mean by ``alpha(t) y``."""
+        return self._replace(x, self._observed(t, None))
 
     def project_ode(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Replace the observed coordinates by the smooth path ``alpha(t) y + std(t) z_fixed``."""
