@@ -14,6 +14,7 @@ from diffusers.image_processor import VaeImageProcessor
 
 from scorekit.sampling import SAMPLERS, sample
 from scorekit.schedulers import ScoreSDEODEScheduler, ScoreSDEPCScheduler, ScoreSDESchedulerBase
+from scorekit.schedulers.loop import scheduler_loop
 from scorekit.score import model_score_fn
 from scorekit.utils import check_choice, check_positive
 
@@ -191,6 +192,11 @@ class ScoreSDEPipeline(LikelihoodMixin, DiffusionPipeline):
                 ``method``, ``rtol``, ``eta``, ``denoise``, ...), overriding the scheduler's.
         """
         self.check_inputs(batch_size, num_inference_steps, output_type, sampler, generator, latents)
+        if self.scheduler.config.get("discretization", "continuous") == "discrete":
+            unsupported = {"sampler": sampler, "condition": condition, "callback_on_step_end": callback_on_step_end,
+                           **sampler_overrides}
+            return self._call_discrete(batch_size, num_inference_steps, generator, output_type, return_dict, latents,
+                                       {k: v for k, v in unsupported.items() if v is not None})
         kwargs = self.sampler_kwargs(sampler, sampler_overrides)
         x, info = sample(
             self.score_fn(), self.sde, self.sample_shape(batch_size), steps=num_inference_steps, x_T=latents,
@@ -204,6 +210,20 @@ class ScoreSDEPipeline(LikelihoodMixin, DiffusionPipeline):
         if not return_dict:
             return images, info["nfe"]
         return ScoreSDEPipelineOutput(images=images, nfe=info["nfe"])
+
+    def _call_discrete(self, batch_size, steps, generator, output_type, return_dict, latents, unsupported):
+        """``discretization="discrete"``: run the scheduler step by step as diffusers' pipelines do (same draws)."""
+        if unsupported:
+            raise ValueError(f"the scheduler has discretization='discrete', which runs its own diffusers-style loop; "
+                             f"{sorted(unsupported)} are not supported with it (use discretization='continuous')")
+        shape = self.sample_shape(batch_size)
+        x = latents if latents is not None else self.sde.prior_sampling(shape, generator, self.unet.dtype, self.device)
+        x, nfe = scheduler_loop(self.unet, self.scheduler, x.to(self.device, self.unet.dtype),
+                                steps or self.scheduler.config.num_train_timesteps, generator,
+                                progress=lambda ts: self.progress_bar(ts))
+        images = self.postprocess(x, output_type)
+        self.maybe_free_model_hooks()
+        return ScoreSDEPipelineOutput(images=images, nfe=nfe) if return_dict else (images, nfe)
 
 
 def _load_flat_scheduler(path: str):

@@ -18,6 +18,14 @@ from ..sampling import time_grid
 from ..score import PARAMETERIZATIONS, model_time_input, output_to_score
 from ..sde import SDE, SDES, get_sde
 from ..utils import append_dims, batch_time, check_choice, check_positive
+from .discrete import (
+    DISCRETIZATIONS,
+    VARIANCE_TYPES,
+    clip_denoised_score,
+    ddpm_schedule,
+    leading_timesteps,
+    smld_schedule,
+)
 
 DEFAULT_EPS = {"vp": 1e-3, "subvp": 1e-3, "ve": 1e-5}
 DEFAULT_DATA_RANGE = {"vp": (-1.0, 1.0), "subvp": (-1.0, 1.0), "ve": (0.0, 1.0)}
@@ -55,10 +63,16 @@ def translate_foreign_config(config: dict[str, Any]) -> dict[str, Any]:
         if prediction != "epsilon":
             raise ValueError(f"{name} prediction_type={prediction!r} is not supported; expected 'epsilon'")
         n = int(config.get("num_train_timesteps", 1000))
+        variance = config.get("variance_type", "fixed_large")
+        if variance not in VARIANCE_TYPES:
+            raise ValueError(f"{name} variance_type={variance!r} cannot be converted; expected one of "
+                             f"{VARIANCE_TYPES}")
         config.update(sde_type="vp", num_train_timesteps=n, beta_min=n * float(config.get("beta_start", 1e-4)),
                       beta_max=n * float(config.get("beta_end", 0.02)), prediction_type="epsilon",
-                      data_range=[-1.0, 1.0])
+                      data_range=[-1.0, 1.0], variance_type=variance)
         config.setdefault("sampling_eps", 1e-3)
+        # diffusers clips x0 by default; the paper does not: pass clip_sample=True to from_config to match diffusers
+        config.update(clip_sample=False, diffusers_clip_sample=config.get("clip_sample", True))
     elif name == "ScoreSdeVeScheduler":
         config.update(sde_type="ve", prediction_type="sigma", data_range=[0.0, 1.0])
         if "correct_steps" in config:
@@ -106,6 +120,19 @@ class ScoreSDESchedulerBase(SchedulerMixin, ConfigMixin):
         self.num_inference_steps = None
         self.timesteps = torch.empty(0)
         self._t_grid = torch.empty(0)
+        self._table = None
+
+    def _setup_discretization(self, discretization: str, variance_type: str, clip_sample: bool) -> None:
+        check_choice("discretization", discretization, DISCRETIZATIONS)
+        check_choice("variance_type", variance_type, VARIANCE_TYPES)
+        if not isinstance(clip_sample, bool):
+            raise TypeError(f"clip_sample must be a bool, got {clip_sample!r}")
+
+    @property
+    def step_sde(self):
+        """The SDE the steps use: the continuous ``sde``, or with ``discretization="discrete"`` the training
+        discretization of the matching diffusers scheduler (see :mod:`scorekit.schedulers.discrete`)."""
+        return self.sde if self._table is None else self._table
 
     @classmethod
     def from_config(cls, config=None, return_unused_kwargs=False, **kwargs):
@@ -115,11 +142,32 @@ class ScoreSDESchedulerBase(SchedulerMixin, ConfigMixin):
 
     # --- time grid -------------------------------------------------------------------------------------------------
     def set_timesteps(self, num_inference_steps: int, device: str | torch.device | None = None):
-        """Set the uniform grid of ``num_inference_steps`` steps from ``T`` down to ``sampling_eps``."""
+        """Set the uniform grid of ``num_inference_steps`` steps from ``T`` down to ``sampling_eps``.
+
+        With ``discretization="discrete"`` the timesteps are diffusers': DDPM/DDIM integer labels with ``"leading"``
+        spacing (VP, sub-VP) or ScoreSdeVe's ``linspace(1, sampling_eps, S)`` (VE); the last step lands on clean data.
+        """
         check_positive("num_inference_steps", num_inference_steps, integer=True)
         self.num_inference_steps = num_inference_steps
-        self._t_grid = time_grid(self.sde, num_inference_steps, self.sde.sampling_eps, torch.float32, device or "cpu")
+        if self.config.get("discretization", "continuous") == "discrete":
+            self._t_grid = self._discrete_grid(num_inference_steps).to(device or "cpu")
+        else:
+            self._t_grid = time_grid(self.sde, num_inference_steps, self.sde.sampling_eps, torch.float32,
+                                     device or "cpu")
         self.timesteps = self._stage_times()
+
+    def _discrete_grid(self, steps: int) -> torch.Tensor:
+        c = self.config
+        if c.sde_type == "ve":
+            self._table = smld_schedule(self.sde, steps)
+            times = torch.linspace(1, self.sde.sampling_eps, steps)
+        else:
+            if steps > c.num_train_timesteps:
+                raise ValueError(f"num_inference_steps={steps} exceeds num_train_timesteps={c.num_train_timesteps} "
+                                 f"with discretization='discrete'")
+            self._table = ddpm_schedule(c.beta_min, c.beta_max, c.num_train_timesteps, c.variance_type)
+            times = leading_timesteps(c.num_train_timesteps, steps, int(c.get("steps_offset", 0)))
+        return torch.cat([times, torch.tensor([-1.0])])  # -1: clean data
 
     def _stage_times(self) -> torch.Tensor:
         return self._t_grid[:-1]
@@ -135,6 +183,8 @@ class ScoreSDESchedulerBase(SchedulerMixin, ConfigMixin):
     def model_timestep(self, timestep: float | torch.Tensor, sample: torch.Tensor) -> torch.Tensor:
         """The float time tensor ``(B,)`` to feed the network at ``timestep``: ``t * (N - 1)`` or ``sigma(t)``."""
         t = batch_time(timestep, sample.shape[0], sample)
+        if self._table is not None and self.config.sde_type != "ve":
+            return t  # discrete VP: the time is the DDPM label itself
         return model_time_input(self.sde, t, self.config.prediction_type)
 
     def convert_model_output(self, model_output: torch.Tensor, timestep, sample: torch.Tensor) -> torch.Tensor:
@@ -145,7 +195,9 @@ class ScoreSDESchedulerBase(SchedulerMixin, ConfigMixin):
     def _step_inputs(self, model_output, timestep, sample):
         """``(score_fn, t)`` for one step: the model output as a constant score function and ``t`` of shape (B,)."""
         t = batch_time(timestep, sample.shape[0], sample)
-        score = output_to_score(model_output, t, self.sde, self.config.prediction_type)
+        score = output_to_score(model_output, t, self.step_sde, self.config.prediction_type)
+        if self.config.get("clip_sample", False):
+            score = clip_denoised_score(score, sample, t, self.step_sde, self.data_range)
         return (lambda *_: score), t
 
     @staticmethod

@@ -30,6 +30,10 @@ class ScoreSDEODEScheduler(ScoreSDESchedulerBase):
         eta: DDIM stochasticity (0 = deterministic, the PF-ODE's DDIM discretization).
         rtol, atol: tolerances of an adaptive solve.
         denoise: finish with Tweedie's denoising step at ``sampling_eps`` (one extra model call).
+        discretization: ``"continuous"`` or ``"discrete"`` (DDIM on DDPM's integer timesteps with diffusers'
+            ``"leading"`` spacing, ending on clean data: ``DDIMPipeline``'s steps; only ``solver="ddim"``).
+        clip_sample: clip the denoised estimate to ``data_range`` in each step (off: the paper does not clip);
+            matches diffusers' DDIM with ``clip_sample=True, use_clipped_model_output=True``.
     """
 
     @register_to_config
@@ -49,6 +53,8 @@ class ScoreSDEODEScheduler(ScoreSDESchedulerBase):
         rtol: float = 1e-5,
         atol: float = 1e-5,
         denoise: bool = True,
+        discretization: str = "continuous",
+        clip_sample: bool = False,
     ):
         self._setup(sde_type, beta_min, beta_max, sigma_min, sigma_max, num_train_timesteps, sampling_eps,
                     prediction_type, data_range)
@@ -56,6 +62,9 @@ class ScoreSDEODEScheduler(ScoreSDESchedulerBase):
         check_positive("eta", eta, allow_zero=True)
         check_positive("rtol", rtol)
         check_positive("atol", atol)
+        self._setup_discretization(discretization, "fixed_large", clip_sample)
+        if discretization == "discrete" and solver != "ddim":
+            raise ValueError(f"discretization='discrete' needs solver='ddim', got solver={solver!r}")
         self._heun_state = None
 
     @property
@@ -92,7 +101,7 @@ class ScoreSDEODEScheduler(ScoreSDESchedulerBase):
             return self._output(x, x, return_dict)
         t_next = batch_time(self.next_timestep(timestep), sample.shape[0], sample)
         if self.config.solver == "ddim":
-            return self._output(*ddim_step(sample, t, t_next, score_fn, self.sde, generator, eta=self.config.eta),
+            return self._output(*ddim_step(sample, t, t_next, score_fn, self.step_sde, generator, eta=self.config.eta),
                                 return_dict)
         d = pf_ode_drift(sample, t, score_fn, self.sde)
         x = sample + d * append_dims(t_next - t, sample.ndim)  # Euler step of eq. 13

@@ -32,6 +32,13 @@ class ScoreSDEPCScheduler(ScoreSDESchedulerBase):
         snr: corrector signal-to-noise ratio (0.16 for CIFAR-10, 0.075 at 256 px).
         n_corrector_steps: corrector steps per time step.
         denoise: return the noise-free mean of the last predictor step.
+        discretization: ``"continuous"`` (default: exact steps of the SDE on the uniform grid from ``T`` to ``eps``)
+            or ``"discrete"`` (the checkpoint's training discretization and diffusers' timesteps, for step-for-step
+            parity with ``DDPMPipeline`` / ``ScoreSdeVePipeline``; see :mod:`scorekit.schedulers.discrete`).
+        variance_type: noise of the ancestral VP step: ``"fixed_large"`` (``beta``, the paper's) or
+            ``"fixed_small"`` (the posterior variance, as google/ddpm-ema-celebahq-256's config asks).
+        clip_sample: clip the denoised estimate to ``data_range`` inside each step as diffusers does by default;
+            off by default (the paper does not clip).
     """
 
     @register_to_config
@@ -51,6 +58,9 @@ class ScoreSDEPCScheduler(ScoreSDESchedulerBase):
         snr: float = 0.16,
         n_corrector_steps: int = 1,
         denoise: bool = True,
+        discretization: str = "continuous",
+        variance_type: str = "fixed_large",
+        clip_sample: bool = False,
     ):
         self._setup(sde_type, beta_min, beta_max, sigma_min, sigma_max, num_train_timesteps, sampling_eps,
                     prediction_type, data_range)
@@ -58,6 +68,10 @@ class ScoreSDEPCScheduler(ScoreSDESchedulerBase):
         self._corrector = resolve_corrector(corrector)
         check_positive("snr", snr)
         check_positive("n_corrector_steps", n_corrector_steps, integer=True)
+        self._setup_discretization(discretization, variance_type, clip_sample)
+        if discretization == "discrete" and predictor in ("euler_maruyama", "euler", "em"):
+            raise ValueError("predictor='euler_maruyama' needs discretization='continuous' (it integrates the SDE's "
+                             "drift, which the discrete table does not have)")
 
     def step(
         self,
@@ -78,7 +92,7 @@ class ScoreSDEPCScheduler(ScoreSDESchedulerBase):
         """
         score_fn, t = self._step_inputs(model_output, timestep, sample)
         t_next = batch_time(self.next_timestep(timestep), sample.shape[0], sample)
-        return self._output(*self._predictor(sample, t, t_next, score_fn, self.sde, generator), return_dict)
+        return self._output(*self._predictor(sample, t, t_next, score_fn, self.step_sde, generator), return_dict)
 
     def step_correct(
         self,
@@ -90,7 +104,7 @@ class ScoreSDEPCScheduler(ScoreSDESchedulerBase):
     ) -> ScoreSDESchedulerOutput | tuple:
         """One corrector (Langevin) step at ``timestep`` given the raw model output at ``(sample, timestep)``."""
         score_fn, t = self._step_inputs(model_output, timestep, sample)
-        x, x_mean = self._corrector(sample, t, score_fn, self.sde, generator, snr=self.config.snr, n_steps=1)
+        x, x_mean = self._corrector(sample, t, score_fn, self.step_sde, generator, snr=self.config.snr, n_steps=1)
         return self._output(x, x_mean, return_dict)
 
     def sample_kwargs(self) -> dict[str, Any]:
