@@ -15,9 +15,11 @@ from diffusers.image_processor import VaeImageProcessor
 from scorekit.sampling import SAMPLERS, sample
 from scorekit.schedulers import ScoreSDEODEScheduler, ScoreSDEPCScheduler, ScoreSDESchedulerBase
 from scorekit.schedulers.loop import scheduler_loop
+from scorekit.schedulers.stock import from_stock_config
 from scorekit.score import model_score_fn
 from scorekit.utils import check_choice, check_positive
 
+from .hub_loading import check_components, check_weight_format, download_repo, write_stock_layout
 from .likelihood_mixin import LikelihoodMixin
 from .outputs import ScoreSDEPipelineOutput
 
@@ -28,6 +30,9 @@ def as_score_sde_scheduler(scheduler) -> ScoreSDESchedulerBase:
     """Return ``scheduler`` if it is a scorekit scheduler; convert a DDPM / DDIM / ScoreSdeVe one to a PC scheduler."""
     if isinstance(scheduler, ScoreSDESchedulerBase):
         return scheduler
+    restored = from_stock_config(getattr(scheduler, "config", {}))  # a scorekit save in the stock layout
+    if restored is not None:
+        return restored
     name = type(scheduler).__name__
     if name in ScoreSDESchedulerBase._compatibles:
         config = {**scheduler.config, "_class_name": name}
@@ -51,26 +56,39 @@ class ScoreSDEPipeline(LikelihoodMixin, DiffusionPipeline):
 
     def __init__(self, unet, scheduler):
         super().__init__()
-        self.register_modules(unet=unet, scheduler=as_score_sde_scheduler(scheduler))
+        scheduler = as_score_sde_scheduler(scheduler)
+        check_components(unet, scheduler)
+        self.register_modules(unet=unet, scheduler=scheduler)
         self.image_processor = VaeImageProcessor(vae_scale_factor=1, do_resize=False, do_normalize=False)
 
     # --- loading ---------------------------------------------------------------------------------------------------
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs):
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, allow_pickle: bool = False,
+                        **kwargs):
         """Load from a folder or Hub repo id; also reads flat repos (``config.json`` and ``scheduler_config.json``
         beside ``model_index.json``, as google/ddpm-cifar10-32 and google/ncsnpp-* are laid out).
 
-        A Hub id is downloaded first and loaded as a local folder, which avoids diffusers' lookup of custom
-        scheduler code in the repo (diffusers issue #5553).
+        A Hub id is downloaded first (``revision``, ``cache_dir``, ``token``, ``local_files_only`` go to
+        ``huggingface_hub.snapshot_download``) and loaded as a local folder, which avoids diffusers' lookup of custom
+        scheduler code in the repo (diffusers issue #5553). ``torch_dtype``, ``variant``, ``use_safetensors`` and
+        components (``unet=``, ``scheduler=``, e.g. ``ScoreSDEPCScheduler.from_config(..., discretization=
+        "discrete")``) go to diffusers' loader.
+
+        Args:
+            pretrained_model_name_or_path: a local folder or a Hub repo id ``"user/repo"``.
+            allow_pickle: also accept pickled ``.bin`` weights (read with ``weights_only=True``); by default only
+                ``.safetensors`` are downloaded and loaded, and a model folder without them raises ValueError.
+
+        Raises:
+            ValueError: no safetensors weights (without ``allow_pickle``), a scheduler that cannot be converted, or a
+                UNet whose config does not fit the scheduler's parameterization.
         """
         path = str(pretrained_model_name_or_path)
         if not os.path.isdir(path):
-            if path.startswith((os.sep, ".", "~")) or path.count("/") > 1 or os.path.exists(path):
-                raise FileNotFoundError(f"pretrained_model_name_or_path={path!r} is not a pipeline folder")
-            from huggingface_hub import snapshot_download
-
-            hub_keys = ("cache_dir", "revision", "token", "local_files_only")
-            path = snapshot_download(path, **{k: kwargs.pop(k) for k in hub_keys if k in kwargs})
+            path = download_repo(path, kwargs, allow_pickle)
+        for key in ("cache_dir", "revision", "token", "local_files_only"):
+            kwargs.pop(key, None)  # a local folder: nothing to fetch
+        check_weight_format(path, kwargs, allow_pickle)
         if os.path.isfile(os.path.join(path, "config.json")) and not os.path.isdir(os.path.join(path, "unet")):
             return cls._from_flat_folder(path, **kwargs)
         return super().from_pretrained(path, **kwargs)
@@ -79,10 +97,31 @@ class ScoreSDEPipeline(LikelihoodMixin, DiffusionPipeline):
     def _from_flat_folder(cls, path: str, **kwargs):
         from diffusers import UNet2DModel
 
-        torch_dtype = kwargs.pop("torch_dtype", None)
-        unet = kwargs.pop("unet", None) or UNet2DModel.from_pretrained(path, torch_dtype=torch_dtype)
+        model_kwargs = {k: kwargs.pop(k) for k in ("torch_dtype", "variant", "use_safetensors") if k in kwargs}
+        unet = kwargs.pop("unet", None) or UNet2DModel.from_pretrained(path, **model_kwargs)
         scheduler = kwargs.pop("scheduler", None) or _load_flat_scheduler(path)
         return cls(unet=unet, scheduler=scheduler, **kwargs)
+
+    def save_pretrained(self, save_directory: str | os.PathLike, safe_serialization: bool = True,
+                        variant: str | None = None, stock_layout: bool = True, **kwargs) -> None:
+        """Save as a pipeline folder; by default in the stock diffusers layout where one fits (see
+        :mod:`scorekit.schedulers.stock`): a VP epsilon model opens in ``DDPMPipeline`` / ``DDIMPipeline``, a VE
+        sigma model with ``UNet2DModel`` + ``ScoreSdeVeScheduler``; scorekit restores its own scheduler on load.
+
+        Args:
+            save_directory: the folder to write.
+            safe_serialization: write ``.safetensors`` (default) rather than pickled ``.bin``.
+            variant: weight file variant, e.g. ``"fp16"``.
+            stock_layout: write the stock scheduler config when one fits (``False``: scorekit's classes).
+            **kwargs: passed to ``DiffusionPipeline.save_pretrained`` (use :func:`scorekit.hub.push_to_hub` to
+                push, so that the model card and the stock layout go up together).
+        """
+        if kwargs.pop("push_to_hub", False):
+            raise ValueError("save_pretrained(push_to_hub=True) is not supported; call scorekit.hub.push_to_hub(pipe, "
+                             "repo_id) (it saves, writes the model card and uploads)")
+        super().save_pretrained(save_directory, safe_serialization=safe_serialization, variant=variant, **kwargs)
+        if stock_layout:
+            write_stock_layout(str(save_directory), self.scheduler)
 
     # --- model interface -------------------------------------------------------------------------------------------
     @property

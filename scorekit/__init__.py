@@ -3,6 +3,7 @@
 from .conditioning import ClassifierGuidance, Colorize, Compose, Condition, Inpaint, classifier_guidance
 from .correctors import CORRECTORS
 from .ddim import ddim_step, tweedie_denoise
+from .diffusers_registration import register as _register_with_diffusers
 from .latents import decode, encode, interpolate, slerp
 from .likelihood import bits_per_dim, log_likelihood
 from .ode import pf_ode_drift
@@ -26,14 +27,20 @@ _LAZY = {
 }
 
 
+# diffusers' loader looks these base classes up in a component's library ("scorekit" in model_index.json)
+_LOADER_BASES = {"ModelMixin": "diffusers", "SchedulerMixin": "diffusers"}
+
+
 def __getattr__(name):
     # diffusers-dependent classes load on first use, so `import scorekit` stays light for pure-math users.
-    if name in _LAZY:
+    if name in _LAZY or name in _LOADER_BASES:
         import importlib
 
-        return getattr(importlib.import_module(_LAZY[name]), name)
+        return getattr(importlib.import_module(_LAZY.get(name) or _LOADER_BASES[name]), name)
     raise AttributeError(f"module 'scorekit' has no attribute {name!r}")
 
+
+_register_with_diffusers()  # DiffusionPipeline.from_pretrained of scorekit repos (cheap; see diffusers_registration)
 
 __all__ = [
     "SDE", "VPSDE", "SubVPSDE", "VESDE", "SDES", "get_sde", "sample", "SAMPLERS", "PREDICTORS", "CORRECTORS",

@@ -1,0 +1,84 @@
+"""Make diffusers' generic loader understand scorekit repos: ``DiffusionPipeline.from_pretrained("user/repo")``.
+
+diffusers resolves a pipeline's ``_class_name`` with ``getattr(diffusers, name)`` and accepts a component library only
+if it is in ``pipeline_loading_utils.LOADABLE_CLASSES`` (otherwise a Hub repo fails looking for
+``<component>/<library>.py``, diffusers issue #5553). ``register()`` adds both, without importing diffusers' heavy
+modules at ``import scorekit``:
+
+- the pipeline classes go into the lazy ``diffusers`` module's ``_objects`` table through a mapping that imports
+  ``scorekit.pipelines`` on first lookup;
+- ``"scorekit"`` (and the full module paths older saves wrote) go into ``LOADABLE_CLASSES`` as soon as
+  ``diffusers.pipelines.pipeline_loading_utils`` is imported (a post-import hook when it is not imported yet).
+
+Both are private diffusers internals; ``tests/test_hub_io.py`` pins them against the installed diffusers version.
+"""
+
+from __future__ import annotations
+
+import importlib.abc
+import importlib.util
+import sys
+
+PIPELINE_CLASSES = ("ScoreSDEPipeline", "ScoreSDEClassConditionalPipeline", "ScoreSDEInpaintPipeline",
+                    "ScoreSDEColorizationPipeline")
+COMPONENT_LIBRARIES = ("scorekit", "scorekit.schedulers.scheduling_score_sde_pc",
+                       "scorekit.schedulers.scheduling_score_sde_ode", "scorekit.models.time_classifier")
+_LOADING_UTILS = "diffusers.pipelines.pipeline_loading_utils"
+_METHODS = ["save_pretrained", "from_pretrained"]
+
+
+class _LazyPipelines(dict):
+    """diffusers' ``_objects`` table plus scorekit's pipeline classes, imported on first lookup."""
+
+    def __contains__(self, name) -> bool:
+        return super().__contains__(name) or name in PIPELINE_CLASSES
+
+    def __getitem__(self, name):
+        if not super().__contains__(name) and name in PIPELINE_CLASSES:
+            self[name] = getattr(importlib.import_module("scorekit.pipelines"), name)
+        return super().__getitem__(name)
+
+
+def _register_libraries(module) -> None:
+    for library in COMPONENT_LIBRARIES:
+        module.LOADABLE_CLASSES.setdefault(library, {"ModelMixin": _METHODS, "SchedulerMixin": _METHODS})
+
+
+class _PostImportHook(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Registers the component libraries right after diffusers' loading utilities are imported."""
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname != _LOADING_UTILS:
+            return None
+        sys.meta_path.remove(self)
+        try:
+            spec = importlib.util.find_spec(fullname)
+        finally:
+            sys.meta_path.insert(0, self)
+        if spec is None:
+            return None
+        self._loader = spec.loader
+        spec.loader = self
+        return spec
+
+    def create_module(self, spec):
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module):
+        self._loader.exec_module(module)
+        _register_libraries(module)
+        if self in sys.meta_path:
+            sys.meta_path.remove(self)
+
+
+def register() -> None:
+    """Register scorekit's pipelines and component libraries with diffusers' loader (idempotent, cheap)."""
+    import diffusers  # a lazy module: cheap
+
+    objects = getattr(diffusers, "_objects", None)
+    if objects is not None and not isinstance(objects, _LazyPipelines):
+        diffusers._objects = _LazyPipelines(objects)
+    if _LOADING_UTILS in sys.modules:
+        _register_libraries(sys.modules[_LOADING_UTILS])
+    elif not any(isinstance(f, _PostImportHook) for f in sys.meta_path):
+        sys.meta_path.insert(0, _PostImportHook())
