@@ -48,11 +48,13 @@ def make_ddpm_cifar10_folder(path: str, flat: bool = False) -> str:
     return path
 
 
-def make_ncsnpp_celebahq_folder(path: str) -> str:
-    """A folder like google/ncsnpp-celebahq-256: Fourier UNet2DModel + ScoreSdeVeScheduler (sigma_max 380)."""
+def make_ncsnpp_celebahq_folder(path: str, flat: bool = False) -> str:
+    """A folder like google/ncsnpp-celebahq-256: Fourier UNet2DModel + ScoreSdeVeScheduler (sigma_max 380); the Hub
+    repo is flat (``flat=True``: config.json and scheduler_config.json at the root)."""
     os.makedirs(path, exist_ok=True)
-    tiny_ncsnpp_unet().save_pretrained(os.path.join(path, "unet"))
+    unet_dir, sched_dir = (path, path) if flat else (os.path.join(path, "unet"), os.path.join(path, "scheduler"))
+    tiny_ncsnpp_unet().save_pretrained(unet_dir)
     ScoreSdeVeScheduler(num_train_timesteps=2000, snr=0.075, sigma_min=0.01, sigma_max=380.0,
-                        sampling_eps=1e-5).save_pretrained(os.path.join(path, "scheduler"))
+                        sampling_eps=1e-5).save_pretrained(sched_dir)
     _model_index(path, "ScoreSdeVePipeline", "ScoreSdeVeScheduler")
     return path

@@ -165,7 +165,8 @@ class ScoreSDESchedulerBase(SchedulerMixin, ConfigMixin):
             if steps > c.num_train_timesteps:
                 raise ValueError(f"num_inference_steps={steps} exceeds num_train_timesteps={c.num_train_timesteps} "
                                  f"with discretization='discrete'")
-            self._table = ddpm_schedule(c.beta_min, c.beta_max, c.num_train_timesteps, c.variance_type)
+            self._table = ddpm_schedule(c.beta_min, c.beta_max, c.num_train_timesteps,
+                                         c.get("variance_type", "fixed_large"))
             times = leading_timesteps(c.num_train_timesteps, steps, int(c.get("steps_offset", 0)))
         return torch.cat([times, torch.tensor([-1.0])])  # -1: clean data
 
