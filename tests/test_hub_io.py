@@ -270,6 +270,14 @@ def test_errors_name_the_component(tmp_path):
         json.dump(index, f)
     with pytest.raises(ValueError, match="scheduler"):
         ScoreSDEPipeline.from_pretrained(folder)
+    from diffusers import DDIMScheduler
+
+    trailing = ScoreSDEODEScheduler.from_config(DDIMScheduler(timestep_spacing="trailing").config, solver="ddim",
+                                                discretization="discrete")
+    with pytest.raises(ValueError, match="timestep_spacing='trailing'"):
+        trailing.set_timesteps(10)
+    with pytest.raises(ValueError, match="discretization='discrete' needs solver='ddim'"):
+        ScoreSDEODEScheduler(solver="heun", discretization="discrete")
     with pytest.raises(ValueError, match="repo_id"):
         make_model_card(_vp_pipe(), "no-slash")
     with pytest.raises(TypeError, match="obj must be"):

@@ -162,6 +162,9 @@ class ScoreSDESchedulerBase(SchedulerMixin, ConfigMixin):
             self._table = smld_schedule(self.sde, steps)
             times = torch.linspace(1, self.sde.sampling_eps, steps)
         else:
+            if c.get("timestep_spacing", "leading") != "leading":
+                raise ValueError(f"discretization='discrete' follows diffusers' 'leading' timestep_spacing; the "
+                                 f"config has timestep_spacing={c.timestep_spacing!r}")
             if steps > c.num_train_timesteps:
                 raise ValueError(f"num_inference_steps={steps} exceeds num_train_timesteps={c.num_train_timesteps} "
                                  f"with discretization='discrete'")
