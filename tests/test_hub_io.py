@@ -145,6 +145,22 @@ def test_diffusers_loader_registration_is_pinned():
     assert scorekit.SchedulerMixin is diffusers.SchedulerMixin and scorekit.ModelMixin is diffusers.ModelMixin
 
 
+@pytest.mark.slow  # a fresh interpreter imports torch and diffusers (~10 s on a quiet core)
+def test_import_scorekit_first_registers_through_the_post_import_hook(tmp_path):
+    import subprocess
+    import sys
+
+    _vp_pipe(ScoreSDEPCScheduler(sde_type="subvp")).save_pretrained(tmp_path)  # a scorekit-class scheduler
+    code = ("import sys, scorekit; assert 'diffusers' not in sys.modules, 'import scorekit must stay light'\n"
+            "from diffusers import DiffusionPipeline\n"
+            f"pipe = DiffusionPipeline.from_pretrained({str(tmp_path)!r})\n"
+            "print(type(pipe).__name__, type(pipe.scheduler).__name__)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["ScoreSDEPipeline", "ScoreSDEPCScheduler"]
+
+
 # --- push, then pull by Hub id ---------------------------------------------------------------------------------------
 def test_push_pipeline_uploads_exactly_the_stock_layout_and_card(hub, tmp_path):
     pipe = _vp_pipe()
