@@ -47,6 +47,13 @@ def _sampler(scheduler, steps: int | None) -> tuple[str, int]:
     return sampler, steps if steps is not None else SAMPLER_STEPS.get(sampler, 100)
 
 
+def _settings(scheduler) -> str:
+    if scheduler is None:
+        return ""
+    kwargs = {k: v for k, v in scheduler.sample_kwargs().items() if k != "sampler"}
+    return " (" + ", ".join(f"{k}={v!r}" for k, v in kwargs.items()) + ")" if kwargs else ""
+
+
 def _usage(kind: str, obj, repo_id: str, sampler: str, steps: int) -> str:
     if kind == "pipeline":
         cls = type(obj).__name__
@@ -111,8 +118,8 @@ def make_model_card(
     lines = [f"# {repo_id.split('/')[1]}", "", description or f"A score-based SDE {kind} trained with scorekit "
              "(Song et al., *Score-Based Generative Modeling through SDEs*, ICLR 2021).", "", "## Model", "",
              f"- class: `{type(obj).__name__}`", *_sde_lines(scheduler), f"- conditioning: {cond}",
-             f"- default sampler: `{sampler}` with {steps} steps", "", "## Usage", "", "```python",
-             _usage(kind, obj, repo_id, sampler, steps).rstrip(), "```", "", "## Training", "",
+             f"- default sampler: `{sampler}` with {steps} steps{_settings(scheduler)}", "", "## Usage", "",
+             "```python", _usage(kind, obj, repo_id, sampler, steps).rstrip(), "```", "", "## Training", "",
              f"- data: {training_data or 'not recorded'}",
              f"- command: `{training_command}`" if training_command else "- command: not recorded", ""]
     if metrics:
