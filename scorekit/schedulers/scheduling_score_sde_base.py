@@ -72,7 +72,7 @@ def translate_foreign_config(config: dict[str, Any]) -> dict[str, Any]:
                       data_range=[-1.0, 1.0], variance_type=variance)
         config.setdefault("sampling_eps", 1e-3)
         # diffusers clips x0 by default; the paper does not: pass clip_sample=True to from_config to match diffusers
-        config.update(clip_sample=False, diffusers_clip_sample=config.get("clip_sample", True))
+        config.update(clip_sample=False, _diffusers_clip_sample=config.get("clip_sample", True))
     elif name == "ScoreSdeVeScheduler":
         config.update(sde_type="ve", prediction_type="sigma", data_range=[0.0, 1.0])
         if "correct_steps" in config:
