@@ -109,7 +109,7 @@ def adaptive_table(args) -> list[str]:
             score, shape = target.score(sde), (args.adaptive_n, target.dim)
             x_T = sde.prior_sampling(shape, torch.Generator().manual_seed(args.seed), dtype=torch.float64)
 
-            def solve(tol, **kwargs):
+            def solve(tol, score=score, sde=sde, shape=shape, x_T=x_T, **kwargs):
                 x, info = scorekit.sample(score, sde, shape, x_T=x_T, dtype=torch.float64, denoise=False,
                                           rtol=tol, atol=tol, **kwargs)
                 return x, info["nfe"]

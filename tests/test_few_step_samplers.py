@@ -9,7 +9,7 @@ error < 1e-9 here) to read off the observed order of convergence.
 from __future__ import annotations
 
 import math
-from functools import lru_cache
+from functools import cache
 
 import pytest
 import torch
@@ -38,7 +38,7 @@ def draw(score, sde, shape, seed: int = 1, **kwargs):
                            **kwargs)
 
 
-# --- distributions at 20 NFE ----------------------------------------------------------------------------------------
+# --- distributions at 20 NFE -----------------------------------------------------------------------------------------
 @pytest.mark.parametrize("label,kwargs", NFE20, ids=[r[0] for r in NFE20])
 def test_gaussian_at_20_nfe(sde, gaussian16, label, kwargs):
     x, info = draw(gaussian16.score(sde), sde, (N_SAMPLES, 16), **kwargs)
@@ -62,8 +62,8 @@ def test_stochastic_and_edm_at_50_nfe(sde, gaussian16, mixture2d, label, kwargs)
     assert_mixture(x, mixture2d, what=f"{sde.name} {label}")
 
 
-# --- observed order of convergence ------------------------------------------------------------------------------------
-@lru_cache(maxsize=None)
+# --- observed order of convergence -----------------------------------------------------------------------------------
+@cache
 def _pathwise_problem(sde_name: str):
     sde, target = make_sdes()[sde_name], make_correlated_gaussian(16, seed=0)
     score = target.score(sde)
@@ -113,7 +113,7 @@ def test_adaptive_error_follows_tolerance(sde_name):
     assert nfes[1] > nfes[0]
 
 
-# --- time grids -------------------------------------------------------------------------------------------------------
+# --- time grids ------------------------------------------------------------------------------------------------------
 def test_grids(sde):
     eps = sde.sampling_eps
     for kind in ("uniform", "logsnr", "karras"):
@@ -135,7 +135,7 @@ def test_user_grid_sets_steps(gaussian16):
     assert info["steps"] == 4 and info["nfe"] == 5
 
 
-# --- NFE, bytes, errors -----------------------------------------------------------------------------------------------
+# --- NFE, bytes, errors ----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("kwargs,expected", [
     (dict(sampler="dpmsolver++", order=3, steps=7), 8),
     (dict(sampler="dpmsolver++", order=2, steps=7, denoise=False), 7),
@@ -202,7 +202,7 @@ def test_bad_settings_raise(kwargs, match):
         scorekit.sample(lambda x, t: -x, sde, (2, 3), **kwargs)
 
 
-# --- conditioning and callbacks ---------------------------------------------------------------------------------------
+# --- conditioning and callbacks --------------------------------------------------------------------------------------
 def test_callback_after_every_step_and_replaces(gaussian16):
     sde = scorekit.VPSDE()
     seen = []

@@ -23,6 +23,8 @@ FEW_STEP_SAMPLERS = {
     "edm-heun": edm_heun,
     "dpmsolver-adaptive": adaptive_ei,
 }
+# samplers that draw no noise after x_T (replacement conditioning through them is biased; EDM Heun too without churn)
+DETERMINISTIC_SAMPLERS = ("dpmsolver++", "dpmsolver++-singlestep", "dpmsolver-adaptive")
 # steps per sampler when none are given (NFE = steps + 1, 2 * steps + 1 for singlestep 2S and EDM Heun)
 FEW_STEP_DEFAULT_STEPS = {"dpmsolver++": 20, "dpmsolver++-singlestep": 10, "sde-dpmsolver++": 20, "edm-heun": 10,
                           "dpmsolver-adaptive": 1}
@@ -55,7 +57,8 @@ def few_step_settings(sampler: str, *, order: int | None = None, time_grid: str 
         raise ValueError(f"order={order!r} is not a setting of sampler={sampler!r} (it is second order by design)")
     if sampler == "dpmsolver-adaptive":
         if time_grid is not None or timesteps is not None:
-            raise ValueError("sampler='dpmsolver-adaptive' chooses its own steps; time_grid and timesteps must be None")
+            raise ValueError("sampler='dpmsolver-adaptive' chooses its own steps; time_grid and timesteps must be "
+                             "None")
         check_positive("rtol", rtol)
         check_positive("atol", atol)
         return {**out, "rtol": rtol, "atol": atol}
@@ -82,6 +85,7 @@ def steps_of_timesteps(timesteps, steps: int | None) -> int | None:
     return n
 
 
-__all__ = ["FEW_STEP_SAMPLERS", "FEW_STEP_DEFAULT_STEPS", "TIME_GRIDS", "Grid", "few_step_settings", "make_grid",
+__all__ = ["FEW_STEP_SAMPLERS", "DETERMINISTIC_SAMPLERS", "FEW_STEP_DEFAULT_STEPS", "TIME_GRIDS", "Grid",
+           "few_step_settings", "make_grid",
            "check_timesteps", "steps_of_timesteps", "sigma_of_t", "t_of_sigma", "t_of_lambda", "dpm_solver_pp",
            "dpm_solver_pp_singlestep", "edm_heun", "adaptive_ei"]

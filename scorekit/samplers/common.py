@@ -67,7 +67,3 @@ def project_fn(condition, stochastic: bool):
     if stochastic:
         return condition.project
     return lambda x, t, generator: condition.project_ode(x, t)
-
-
-def time_batch(t: float, x: torch.Tensor) -> torch.Tensor:
-    return batch_time(t, x.shape[0], x)

@@ -27,7 +27,7 @@ SINGLESTEP_ORDERS = (1, 2, 3)
 
 
 def multistep_update(x: torch.Tensor, grid: Grid, i: int, history: list, order: int) -> torch.Tensor:
-    """DPM-Solver++ multistep update from ``t_i`` to ``t_{i+1}``; ``history`` = ``[(lambda, x0), ...]``, newest last."""
+    """DPM-Solver++ multistep update from ``t_i`` to ``t_{i+1}``; ``history``: ``[(lambda, x0), ...]``, newest last."""
     lam, a_t, s_t, s_s = grid.lam, float(grid.alpha[i + 1]), float(grid.std[i + 1]), float(grid.std[i])
     h = float(lam[i + 1] - lam[i])
     phi1 = math.expm1(-h)

@@ -16,7 +16,6 @@ grid ever asks the score outside ``[eps, T]`` and no per-SDE closed form is need
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -129,12 +128,3 @@ def make_grid(
         ts = t_of_sigma(sde, (s_max + ramp * (s_min - s_max)) ** rho, eps)  # Karras et al. eq. 5
     ts[0], ts[-1] = sde.T, eps  # the ends exactly, not up to the bisection's last bit
     return Grid.at(sde, ts)
-
-
-def lambda_step(grid: Grid, i: int) -> float:
-    """``h_i = lambda(t_{i+1}) - lambda(t_i) > 0``, the step in half-log-SNR."""
-    return float(grid.lam[i + 1] - grid.lam[i])
-
-
-def is_finite_positive(x: float) -> bool:
-    return math.isfinite(x) and x > 0

@@ -89,9 +89,8 @@ class ScoreSDEODEScheduler(FewStepSchedulerMixin, ScoreSDESchedulerBase):
         """Set the grid: ``num_inference_steps`` steps on the configured ``time_grid``, or the user's ``timesteps``
         (strictly decreasing times in ``[sampling_eps, T]``, few-step solvers only)."""
         if self.config.solver in ADAPTIVE_METHODS + PIPELINE_ONLY:
-            raise ValueError(f"solver={self.config.solver!r} is adaptive or singlestep and has no step() form; use the "
-                             f"pipeline or scorekit.sample, "
-                             f"or choose one of {STEP_SOLVERS + STEPPED} for step()")
+            raise ValueError(f"solver={self.config.solver!r} is adaptive or singlestep and has no step() form; use "
+                             f"the pipeline or scorekit.sample, or choose one of {STEP_SOLVERS + STEPPED} for step()")
         if self.config.solver in STEPPED:
             return self._few_step_set_timesteps(num_inference_steps, device, timesteps)
         if timesteps is not None:
