@@ -62,6 +62,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="independent exact-vs-exact pairs averaged into the floor (default 5)")
     p.add_argument("--sweep", action="store_true",
                    help="run only the few-step NFE sweep (benchmarks/nfe_sweep.py) and the adaptive-solver table")
+    p.add_argument("--sweep-repeats", type=int, default=3,
+                   help="independent runs averaged per mixture cell of the sweep (default 3)")
     p.add_argument("--adaptive-n", type=int, default=500, help="samples of the adaptive-solver table (default 500)")
     args = p.parse_args(argv)
     args.n = args.n or (1000 if args.quick else 4000)
