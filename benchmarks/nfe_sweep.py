@@ -53,6 +53,13 @@ def max_share_z(x: torch.Tensor, target: MixtureTarget) -> float:
     return float(((shares - w).abs() / (w * (1 - w) / n).sqrt()).max())
 
 
+def exact_x_T(target, sde, n: int, generator: torch.Generator) -> torch.Tensor:
+    """``x_T ~ p_T`` exactly (``alpha_T x_0 + std_T z``, ``x_0`` exact), not the prior ``N(0, prior_std^2 I)``."""
+    x0 = target.score(sde).sample(n, generator)[0].reshape(n, -1)
+    alpha, std = sde.marginal_coef(torch.tensor([sde.T], dtype=torch.float64))
+    return alpha * x0 + std * torch.randn(x0.shape, generator=generator, dtype=torch.float64)
+
+
 def sweep_cell(target, sde, kwargs, per_step, budget, grid, ref, floor, args) -> tuple[int, str, float, float]:
     """Mean SW2 / floor over ``repeats`` independent runs of ``n`` samples; the mode-share z of all runs pooled."""
     steps = max(1, (budget - 1) // per_step)
@@ -60,8 +67,10 @@ def sweep_cell(target, sde, kwargs, per_step, budget, grid, ref, floor, args) ->
     is_mixture = isinstance(target, MixtureTarget) and target.weights.numel() > 1
     sws, xs = [], []
     for r in range(args.sweep_repeats if is_mixture else 1):
+        g = torch.Generator().manual_seed(args.seed + 2 + 1000 * r)
+        x_T = exact_x_T(target, sde, args.n, g) if args.exact_prior else None
         x, info = scorekit.sample(target.score(sde), sde, (args.n, target.dim), steps=steps, dtype=torch.float64,
-                                  generator=torch.Generator().manual_seed(args.seed + 2 + 1000 * r), **kwargs, **extra)
+                                  generator=g, x_T=x_T, **kwargs, **extra)
         sws.append(sliced_wasserstein(x, ref, args.projections, torch.Generator().manual_seed(args.seed + 1)))
         xs.append(x)
     sw = sum(sws) / len(sws) / floor
