@@ -124,8 +124,8 @@ def sample(
         progress: ``True`` for a tqdm bar, or a callable wrapping the step iterable (a pipeline's progress bar).
         callback: ``callback(i, t, x)`` after each step; may return a tensor that replaces ``x``.
         order: solver order of the few-step samplers: ``"dpmsolver++"`` 1 (= DDIM), 2 (2M, default) or 3 (3M);
-            ``"dpmsolver++-singlestep"`` 1, 2 (2S) or 3 (3S); ``"sde-dpmsolver++"`` 1 (= DDIM with eta = 1) or 2;
-            ``"dpmsolver-adaptive"`` 2 (DPM-Solver-12) or 3 (-23, default). See ``scorekit.samplers``.
+            ``"dpmsolver++-singlestep"`` 1, 2 (2S) or 3 (3S, default); ``"sde-dpmsolver++"`` 1 (= DDIM with
+            eta = 1) or 2; ``"dpmsolver-adaptive"`` 2 (DPM-Solver-12) or 3 (-23, default). See ``scorekit.samplers``.
         time_grid: grid of the few-step samplers: ``"uniform"`` (in t), ``"logsnr"`` (uniform half-log-SNR, the
             DPM-Solver default) or ``"karras"`` (EDM's rho-schedule in sigma, the ``"edm-heun"`` default).
         timesteps: a user grid for the few-step samplers: strictly decreasing times in ``[eps, T]``; sets ``steps``.
