@@ -67,6 +67,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--exact-prior", action="store_true",
                    help="sweep: start from x_T ~ p_T exactly, not the prior N(0, prior_std^2 I), to separate solver "
                         "error from the prior mismatch (the mixture's mean is not 0: alpha_T |mean| / prior_std)")
+    p.add_argument("--bar-check", action="store_true",
+                   help="run only the bar's mixture rows at <= 20 NFE with --bar-repeats runs and an exact control")
+    p.add_argument("--bar-repeats", type=int, default=10, help="runs per row of --bar-check (default 10)")
     p.add_argument("--adaptive-n", type=int, default=500, help="samples of the adaptive-solver table (default 500)")
     args = p.parse_args(argv)
     args.n = args.n or (1000 if args.quick else 4000)
@@ -205,6 +208,11 @@ def main(argv=None) -> None:
           f"float64 analytic scores.\nfloor = SW2 between two independent exact sample sets of the same size "
           f"(mean ± sd over {args.floor_repeats} pairs).\n")
     start = time.perf_counter()
+    if args.bar_check:
+        from nfe_sweep import bar_check
+
+        print("\n".join(bar_check(args, exact_samples, sw2_floor)))
+        return None
     if args.sweep:
         return run_sweep(args, start)
     print("\n".join(error_table(args)))
