@@ -60,6 +60,17 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="sampler steps of the UNet overhead section (default 20)")
     p.add_argument("--floor-repeats", type=int, default=5,
                    help="independent exact-vs-exact pairs averaged into the floor (default 5)")
+    p.add_argument("--sweep", action="store_true",
+                   help="run only the few-step NFE sweep (benchmarks/nfe_sweep.py) and the adaptive-solver table")
+    p.add_argument("--sweep-repeats", type=int, default=3,
+                   help="independent runs averaged per mixture cell of the sweep (default 3)")
+    p.add_argument("--exact-prior", action="store_true",
+                   help="sweep: start from x_T ~ p_T exactly, not the prior N(0, prior_std^2 I), to separate solver "
+                        "error from the prior mismatch (the mixture's mean is not 0: alpha_T |mean| / prior_std)")
+    p.add_argument("--bar-check", action="store_true",
+                   help="run only the bar's mixture rows at <= 20 NFE with --bar-repeats runs and an exact control")
+    p.add_argument("--bar-repeats", type=int, default=10, help="runs per row of --bar-check (default 10)")
+    p.add_argument("--adaptive-n", type=int, default=500, help="samples of the adaptive-solver table (default 500)")
     args = p.parse_args(argv)
     args.n = args.n or (1000 if args.quick else 4000)
     return args
@@ -197,10 +208,33 @@ def main(argv=None) -> None:
           f"float64 analytic scores.\nfloor = SW2 between two independent exact sample sets of the same size "
           f"(mean ± sd over {args.floor_repeats} pairs).\n")
     start = time.perf_counter()
+    if args.bar_check:
+        from nfe_sweep import bar_check
+
+        print("\n".join(bar_check(args, exact_samples, sw2_floor)))
+        return None
+    if args.sweep:
+        return run_sweep(args, start)
     print("\n".join(error_table(args)))
     if not args.no_unet:
         print("\n## Per-step overhead\n")
         print("\n".join(overhead_table(args)))
+    print(f"\nTotal wall time {time.perf_counter() - start:.1f} s.")
+
+
+def run_sweep(args, start: float) -> None:
+    """The few-step NFE sweep: cells are SW2 / floor, and `` / max |z|`` of the mode shares on the mixture."""
+    from nfe_sweep import adaptive_table, bar_summary, sweep_table
+
+    lines, results = sweep_table(args, exact_samples, sw2_floor)
+    start_from = "the exact p_T" if args.exact_prior else "the prior N(0, prior_std^2 I)"
+    print(f"x_T from {start_from}; mixture cells average {args.sweep_repeats} runs of n = {args.n}.\n")
+    print("## NFE sweep (cell: SW2 / floor [/ max mode-share |z|]; (k): the NFE actually used)\n")
+    print("\n".join(lines))
+    print("\n## The bar: SW2 <= 1.2 x floor and every |z| < 4\n")
+    print("\n".join(bar_summary(results)))
+    print("\n## Adaptive exponential integrator against dopri5 (pathwise, same x_T)\n")
+    print("\n".join(adaptive_table(args)))
     print(f"\nTotal wall time {time.perf_counter() - start:.1f} s.")
 
 

@@ -13,6 +13,7 @@ from diffusers.utils import logging
 
 from scorekit.conditioning import ClassifierGuidance, Colorize, Compose, Inpaint
 from scorekit.models import classifier_log_prob_fn
+from scorekit.samplers import DETERMINISTIC_SAMPLERS
 
 from .pipeline_score_sde import ScoreSDEPipeline, ScoreSDEPipelineOutput
 
@@ -92,8 +93,11 @@ class ScoreSDEInpaintPipeline(ScoreSDEPipeline):
         return super().__call__(batch_size=batch_size or x.shape[0], condition=Inpaint(x, known), **kwargs)
 
     def _warn_if_deterministic(self, kwargs) -> None:
-        settings = self.sampler_kwargs(kwargs.get("sampler"), {k: v for k, v in kwargs.items() if k == "eta"})
-        if settings["sampler"] == "ode" or (settings["sampler"] == "ddim" and settings.get("eta", 0) == 0):
+        overrides = {k: v for k, v in kwargs.items() if k in ("eta", "s_churn")}
+        settings = self.sampler_kwargs(kwargs.get("sampler"), overrides)
+        name = settings["sampler"]
+        if name in ("ode", *DETERMINISTIC_SAMPLERS) or (name == "ddim" and settings.get("eta", 0) == 0) or (
+                name == "edm-heun" and settings.get("s_churn", 0) == 0):
             logger.warning("replacement conditioning with a deterministic sampler (%s) is biased against the exact "
                            "conditional (benchmarks/conditional.py); sampler='pc' with a Langevin corrector is "
                            "recommended", settings["sampler"])

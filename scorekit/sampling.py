@@ -18,11 +18,12 @@ from .correctors import CORRECTOR_ALIASES, CORRECTORS
 from .ddim import ddim_step, tweedie_denoise
 from .ode import ADAPTIVE_METHODS, FIXED_METHODS, FIXED_STEPS, odeint_adaptive, pf_ode_drift
 from .predictors import PREDICTOR_ALIASES, PREDICTORS, none_predictor
+from .samplers import FEW_STEP_DEFAULT_STEPS, FEW_STEP_SAMPLERS, check_timesteps, few_step_settings, steps_of_timesteps
 from .sde import SDE
 from .utils import append_dims, batch_time, check_choice, check_finite, check_positive, randn_like
 
-SAMPLERS = ("pc", "ode", "ddim", "ald")
-DEFAULT_STEPS = {"pc": 1000, "ode": 100, "ddim": 100, "ald": 100}
+SAMPLERS = ("pc", "ode", "ddim", "ald", *FEW_STEP_SAMPLERS)
+DEFAULT_STEPS = {"pc": 1000, "ode": 100, "ddim": 100, "ald": 100, **FEW_STEP_DEFAULT_STEPS}
 
 
 class CountedScore:
@@ -85,6 +86,14 @@ def sample(
     device: torch.device | str = "cpu",
     progress: bool | Callable[[Iterable], Iterable] = False,
     callback: Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor | None] | None = None,
+    order: int | None = None,
+    time_grid: str | None = None,
+    timesteps: Iterable[float] | torch.Tensor | None = None,
+    rho: float = 7.0,
+    s_churn: float = 0.0,
+    s_noise: float = 1.0,
+    s_tmin: float = 0.0,
+    s_tmax: float = float("inf"),
 ) -> tuple[torch.Tensor, dict[str, Any]]:
     """Draw samples from the reverse process of ``sde`` driven by ``score_fn``.
 
@@ -92,7 +101,8 @@ def sample(
         score_fn: ``score_fn(x, t) -> score``; ``x`` of ``shape``, ``t`` of shape ``(B,)``.
         sde: a :class:`~scorekit.sde.SDE` (VP, sub-VP or VE).
         shape: ``(B, ...)``, any number of dims (2-D toy data or ``(B, C, H, W)`` images).
-        sampler: ``"pc"``, ``"ode"``, ``"ddim"`` or ``"ald"``.
+        sampler: ``"pc"``, ``"ode"``, ``"ddim"``, ``"ald"``, or a few-step sampler: ``"dpmsolver++"``,
+            ``"dpmsolver++-singlestep"``, ``"sde-dpmsolver++"``, ``"edm-heun"``, ``"dpmsolver-adaptive"``.
         steps: number of time steps (``"pc"``/``"ddim"``/fixed-step ``"ode"``) or noise levels (``"ald"``).
         predictor: ``"euler_maruyama"``, ``"reverse_diffusion"``, ``"ancestral_sampling"`` or ``"none"`` (``"pc"``).
         corrector: ``"langevin"``, ``"ald"`` or ``"none"`` (``"pc"``).
@@ -113,6 +123,15 @@ def sample(
         generator: the ``torch.Generator`` every random draw uses.
         progress: ``True`` for a tqdm bar, or a callable wrapping the step iterable (a pipeline's progress bar).
         callback: ``callback(i, t, x)`` after each step; may return a tensor that replaces ``x``.
+        order: solver order of the few-step samplers: ``"dpmsolver++"`` 1 (= DDIM), 2 (2M, default) or 3 (3M);
+            ``"dpmsolver++-singlestep"`` 1, 2 (2S) or 3 (3S, default); ``"sde-dpmsolver++"`` 1 (= DDIM with
+            eta = 1) or 2; ``"dpmsolver-adaptive"`` 2 (DPM-Solver-12) or 3 (-23, default). See ``scorekit.samplers``.
+        time_grid: grid of the few-step samplers: ``"uniform"`` (in t), ``"logsnr"`` (uniform half-log-SNR, the
+            DPM-Solver default) or ``"karras"`` (EDM's rho-schedule in sigma, the ``"edm-heun"`` default).
+        timesteps: a user grid for the few-step samplers: strictly decreasing times in ``[eps, T]``; sets ``steps``.
+        rho: exponent of the ``"karras"`` grid (EDM: 7).
+        s_churn, s_noise, s_tmin, s_tmax: EDM's ``S_churn``, ``S_noise``, ``S_tmin``, ``S_tmax`` (``"edm-heun"``;
+            ``s_tmin``/``s_tmax`` in units of ``sigma = std / alpha``); ``s_churn = 0`` is the deterministic Heun.
 
     Returns:
         ``(x, info)``: samples of ``shape`` and a dict with ``nfe``, ``sampler`` and the settings used.
@@ -125,15 +144,20 @@ def sample(
     if not isinstance(sde, SDE):
         raise TypeError(f"sde must be a scorekit SDE (VPSDE, SubVPSDE, VESDE), got {type(sde).__name__}")
     shape = _check_shape(shape)
+    steps = steps_of_timesteps(timesteps, steps)
     steps = DEFAULT_STEPS[sampler] if steps is None else steps
     check_positive("steps", steps, integer=True)
     settings = _sampler_settings(sampler, predictor=predictor, corrector=corrector, snr=snr,
                                  n_corrector_steps=n_corrector_steps, probability_flow=probability_flow,
-                                 method=method, rtol=rtol, atol=atol, eta=eta, step_size=step_size)
+                                 method=method, rtol=rtol, atol=atol, eta=eta, step_size=step_size, order=order,
+                                 time_grid=time_grid, timesteps=timesteps, rho=rho, s_churn=s_churn, s_noise=s_noise,
+                                 s_tmin=s_tmin, s_tmax=s_tmax)
     eps = sde.sampling_eps if eps is None else eps
     check_positive("eps", eps)
     if eps >= sde.T:
         raise ValueError(f"eps must be smaller than sde.T={sde.T}, got {eps}")
+    if timesteps is not None:
+        settings["timesteps"] = check_timesteps(timesteps, sde, eps)
     if x_T is not None and not isinstance(x_T, torch.Tensor):
         raise TypeError(f"x_T must be a torch.Tensor of shape {shape}, got {type(x_T).__name__}")
     if x_T is None:
@@ -156,8 +180,14 @@ def sample(
 
 
 def _sampler_settings(sampler: str, *, predictor, corrector, snr, n_corrector_steps, probability_flow, method, rtol,
-                      atol, eta, step_size) -> dict[str, Any]:
+                      atol, eta, step_size, **few_step) -> dict[str, Any]:
     """Validate the chosen sampler's own arguments before any work; returns the settings it runs with."""
+    if sampler in FEW_STEP_SAMPLERS:
+        return few_step_settings(sampler, rtol=rtol, atol=atol, **few_step)
+    given = [k for k in ("order", "time_grid", "timesteps") if few_step.get(k) is not None]
+    if given:
+        raise ValueError(f"{given[0]}= applies to the few-step samplers {list(FEW_STEP_SAMPLERS)}, not "
+                         f"sampler={sampler!r}")
     if sampler == "ode":
         check_choice("method", method, FIXED_METHODS + ADAPTIVE_METHODS)
         check_positive("rtol", rtol)
@@ -276,4 +306,4 @@ def _ddim(x, *, score_fn, sde, eps, generator, condition, progress, callback, st
     return tweedie_denoise(x, t_end, score_fn, sde) if denoise else x
 
 
-_SAMPLER_FNS = {"pc": _pc, "ode": _ode, "ddim": _ddim, "ald": _ald}
+_SAMPLER_FNS = {"pc": _pc, "ode": _ode, "ddim": _ddim, "ald": _ald, **FEW_STEP_SAMPLERS}

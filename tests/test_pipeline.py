@@ -100,7 +100,8 @@ def test_ncsnpp_layout_loads_as_ve_and_feeds_sigma(tmp_path):
 def test_ode_scheduler_pipeline_and_sampler_override(pipe):
     ode = ScoreSDEPipeline(unet=pipe.unet, scheduler=ScoreSDEODEScheduler.from_config(pipe.scheduler.config))
     ode.set_progress_bar_config(disable=True)
-    assert run(ode).nfe == 2 * 4 + 1  # Heun: two evaluations per step, plus the denoising step
+    assert run(ode).nfe == 4 + 1  # the default DPM-Solver++(2M): one evaluation per step, plus the denoising step
+    assert run(ode, sampler="ode", method="heun").nfe == 2 * 4 + 1  # Heun: two evaluations per step
     assert run(ode, sampler="ddim").nfe == 4 + 1
 
 

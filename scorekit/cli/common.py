@@ -7,6 +7,9 @@ import os
 
 import torch
 
+from scorekit.samplers import TIME_GRIDS
+from scorekit.sampling import SAMPLERS
+
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, metavar="DIR",
@@ -18,9 +21,10 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
 
 def add_sampler_args(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("sampler")
-    g.add_argument("--sampler", choices=["pc", "ode", "ddim", "ald"], default=None,
-                   help="pc: predictor-corrector; ode: probability-flow ODE; ddim; ald: annealed Langevin "
-                        "(default: what the pipeline's scheduler says)")
+    g.add_argument("--sampler", choices=list(SAMPLERS), default=None,
+                   help="pc: predictor-corrector; ode: probability-flow ODE; ddim; ald: annealed Langevin; few-step: "
+                        "dpmsolver++ (multistep), dpmsolver++-singlestep, sde-dpmsolver++, edm-heun, "
+                        "dpmsolver-adaptive (default: what the pipeline's scheduler says)")
     g.add_argument("--steps", type=int, default=None,
                    help="number of time steps (default: 1000 for pc, 100 for ode/ddim/ald; adaptive ODE ignores it)")
     g.add_argument("--predictor", choices=["reverse_diffusion", "euler_maruyama", "ancestral_sampling", "none"],
@@ -35,11 +39,17 @@ def add_sampler_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--atol", type=float, default=None, help="absolute tolerance of an adaptive ODE solve")
     g.add_argument("--eta", type=float, default=None, help="DDIM stochasticity, >= 0 (0: deterministic)")
     g.add_argument("--no-denoise", action="store_true", help="skip the final denoising step")
+    g.add_argument("--order", type=int, default=None,
+                   help="solver order of the few-step samplers (dpmsolver++: 1-3, singlestep: 1-3, sde: 1-2, "
+                        "adaptive: 2-3)")
+    g.add_argument("--time-grid", choices=list(TIME_GRIDS), default=None,
+                   help="time grid of the few-step samplers: uniform t, uniform half-log-SNR, or EDM's rho-schedule")
 
 
 def sampler_overrides(args: argparse.Namespace) -> dict:
     """The ``scorekit.sample`` keyword arguments the user set on the command line."""
-    names = ["predictor", "corrector", "snr", "n_corrector_steps", "method", "rtol", "atol", "eta"]
+    names = ["predictor", "corrector", "snr", "n_corrector_steps", "method", "rtol", "atol", "eta", "order",
+             "time_grid"]
     out = {k: getattr(args, k) for k in names if getattr(args, k, None) is not None}
     if getattr(args, "no_denoise", False):
         out["denoise"] = False

@@ -20,6 +20,8 @@ CONFIGS = [  # (label, scorekit.sample kwargs)
     ("ode: dopri5", dict(sampler="ode", method="dopri5", rtol=1e-4, atol=1e-4)),
     ("ode: Heun", dict(sampler="ode", method="heun", steps=25)),
     ("ddim", dict(sampler="ddim", steps=50)),
+    ("dpm-solver++(2M), logSNR grid", dict(sampler="dpmsolver++", order=2, steps=19)),
+    ("sde-dpm-solver++(2M), logSNR grid", dict(sampler="sde-dpmsolver++", order=2, steps=19)),
 ]
 
 
@@ -123,5 +125,5 @@ def run(args: argparse.Namespace) -> int:
     model = tiny_pipeline(os.path.join(args.out, "tiny-ddpm-pipeline"))
     grid = os.path.join(args.out, "tiny_pipeline_grid.png")
     print(f"saved an untrained tiny pipeline to {model}; sampling it (its images are noise: no training yet)")
-    return main(["sample", "--model", model, "--sampler", "ode", "--method", "heun", "--steps", "10",
+    return main(["sample", "--model", model, "--sampler", "dpmsolver++", "--steps", "19",
                  "--batch-size", str(int(math.sqrt(16)) ** 2), "--nrow", "4", "--out", grid, "--seed", str(args.seed)])

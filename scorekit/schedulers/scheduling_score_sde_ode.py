@@ -10,23 +10,34 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin  # noqa: F401  
 
 from ..ddim import ddim_step
 from ..ode import ADAPTIVE_METHODS, pf_ode_drift
+from ..samplers import FEW_STEP_SAMPLERS, few_step_settings
 from ..utils import append_dims, batch_time, check_choice, check_positive
+from .few_step import PIPELINE_ONLY, STEPPED, FewStepSchedulerMixin
 from .scheduling_score_sde_base import ScoreSDESchedulerBase, ScoreSDESchedulerOutput
 
 STEP_SOLVERS = ("euler", "heun", "ddim")
 
 
-class ScoreSDEODEScheduler(ScoreSDESchedulerBase):
-    """Deterministic sampling through the probability-flow ODE: Euler, Heun or DDIM steps, or an adaptive solve.
+class ScoreSDEODEScheduler(FewStepSchedulerMixin, ScoreSDESchedulerBase):
+    """Sampling through the probability-flow ODE: DPM-Solver++ (the default: 2M on the half-log-SNR grid), its SDE
+    variant, EDM Heun, Euler, Heun or DDIM steps, or an adaptive solve.
 
     ``step`` supports the fixed-step solvers; Heun is second order and takes two model calls per step, so its
     ``timesteps`` repeat each inner time (like diffusers' ``HeunDiscreteScheduler``). Adaptive solvers
-    (``solver="dopri5"`` and friends) run only through the pipeline / ``scorekit.sample``, which own the model.
+    (``solver="dopri5"`` and friends), the singlestep DPM-Solver++ and the adaptive exponential integrator run only
+    through the pipeline / ``scorekit.sample``, which own the model. The few-step solvers' ``step`` is described in
+    :mod:`scorekit.schedulers.few_step`.
 
     Args:
         sde_type, beta_min, beta_max, sigma_min, sigma_max, num_train_timesteps, sampling_eps, prediction_type,
             data_range: as in :class:`ScoreSDEPCScheduler`.
-        solver: ``"euler"``, ``"heun"``, ``"ddim"``, or an adaptive method (``"dopri5"``, ``"scipy_RK45"``, ...).
+        solver: ``"dpmsolver++"``, ``"sde-dpmsolver++"``, ``"edm-heun"``, ``"dpmsolver++-singlestep"``,
+            ``"dpmsolver-adaptive"`` (see ``scorekit.samplers``), ``"euler"``, ``"heun"``, ``"ddim"``, or an adaptive
+            method (``"dopri5"``, ``"scipy_RK45"``, ...).
+        order: order of the DPM-Solver++ family (``scorekit.sample``'s ``order``).
+        time_grid: ``"uniform"``, ``"logsnr"`` or ``"karras"`` for the few-step solvers; ``None``: the solver's own
+            default (``"logsnr"``; ``"karras"`` for EDM Heun).
+        rho: exponent of the ``"karras"`` grid.
         eta: DDIM stochasticity (0 = deterministic, the PF-ODE's DDIM discretization).
         rtol, atol: tolerances of an adaptive solve.
         denoise: finish with Tweedie's denoising step at ``sampling_eps`` (one extra model call).
@@ -48,17 +59,23 @@ class ScoreSDEODEScheduler(ScoreSDESchedulerBase):
         sampling_eps: float | None = None,
         prediction_type: str = "epsilon",
         data_range: tuple[float, float] | None = None,
-        solver: str = "heun",
+        solver: str = "dpmsolver++",
         eta: float = 0.0,
         rtol: float = 1e-5,
         atol: float = 1e-5,
         denoise: bool = True,
+        order: int = 2,
+        time_grid: str | None = None,
+        rho: float = 7.0,
         discretization: str = "continuous",
         clip_sample: bool = False,
     ):
         self._setup(sde_type, beta_min, beta_max, sigma_min, sigma_max, num_train_timesteps, sampling_eps,
                     prediction_type, data_range)
-        check_choice("solver", solver, STEP_SOLVERS + ADAPTIVE_METHODS)
+        check_choice("solver", solver, STEP_SOLVERS + ADAPTIVE_METHODS + tuple(FEW_STEP_SAMPLERS))
+        if solver in FEW_STEP_SAMPLERS:
+            few_step_settings(solver, order=None if solver == "edm-heun" else order, time_grid=time_grid, rho=rho,
+                              rtol=rtol, atol=atol)
         check_positive("eta", eta, allow_zero=True)
         check_positive("rtol", rtol)
         check_positive("atol", atol)
@@ -69,7 +86,7 @@ class ScoreSDEODEScheduler(ScoreSDESchedulerBase):
 
     @property
     def order(self) -> int:
-        return 2 if self.config.solver == "heun" else 1
+        return 2 if self.config.solver in ("heun", "edm-heun") else 1
 
     def _stage_times(self) -> torch.Tensor:
         if self.config.solver == "heun":
@@ -77,10 +94,16 @@ class ScoreSDEODEScheduler(ScoreSDESchedulerBase):
             return torch.cat([self._t_grid[:1], self._t_grid[1:-1].repeat_interleave(2), self._t_grid[-1:]])
         return self._t_grid[:-1]
 
-    def set_timesteps(self, num_inference_steps: int, device=None):
-        if self.config.solver in ADAPTIVE_METHODS:
-            raise ValueError(f"solver={self.config.solver!r} is adaptive and has no timesteps; use the pipeline or "
-                             f"scorekit.sample, or choose one of {STEP_SOLVERS} for step()")
+    def set_timesteps(self, num_inference_steps: int | None = None, device=None, timesteps=None):
+        """Set the grid: ``num_inference_steps`` steps on the configured ``time_grid``, or the user's ``timesteps``
+        (strictly decreasing times in ``[sampling_eps, T]``, few-step solvers only)."""
+        if self.config.solver in ADAPTIVE_METHODS + PIPELINE_ONLY:
+            raise ValueError(f"solver={self.config.solver!r} is adaptive or singlestep and has no step() form; use "
+                             f"the pipeline or scorekit.sample, or choose one of {STEP_SOLVERS + STEPPED} for step()")
+        if self.config.solver in STEPPED:
+            return self._few_step_set_timesteps(num_inference_steps, device, timesteps)
+        if timesteps is not None:
+            raise ValueError(f"timesteps= is supported by the solvers {STEPPED}, not solver={self.config.solver!r}")
         super().set_timesteps(num_inference_steps, device)
         self._heun_state = None
 
@@ -93,6 +116,8 @@ class ScoreSDEODEScheduler(ScoreSDESchedulerBase):
         return_dict: bool = True,
     ) -> ScoreSDESchedulerOutput | tuple:
         """One solver stage given the raw model output at ``(sample, timestep)``; see the class docstring."""
+        if self.config.solver in STEPPED:
+            return self._output(*self._few_step_step(model_output, sample, generator), return_dict)
         score_fn, t = self._step_inputs(model_output, timestep, sample)
         if self._heun_state is not None:  # Heun correction stage (trapezoid of the two drifts)
             x0, d0, t0 = self._heun_state
@@ -111,6 +136,8 @@ class ScoreSDEODEScheduler(ScoreSDESchedulerBase):
 
     def sample_kwargs(self) -> dict[str, Any]:
         c = self.config
+        if c.solver in FEW_STEP_SAMPLERS:
+            return self._few_step_sample_kwargs()
         if c.solver == "ddim":
             return {"sampler": "ddim", "eta": c.eta, "denoise": c.denoise}
         return {"sampler": "ode", "method": c.solver, "rtol": c.rtol, "atol": c.atol, "denoise": c.denoise}
