@@ -103,8 +103,9 @@ class FiniteGuard:
             what = self._where(i - 1) + " (or the callback / condition after it)"
         else:
             what = self._where(i)
-        raise ValueError(f"{what} produced non-finite values (NaN or inf) from finite {self.name} outputs: a "
-                         f"numerical failure of the step, not of the model")
+        cast = "" if stage != 0 else " (or values beyond the range of the dtype the model is called in)"
+        raise ValueError(f"{what} produced non-finite values (NaN or inf){cast} from finite {self.name} outputs: "
+                         f"a numerical failure of the step, not of the model")
 
     def _where(self, i: int) -> str:
         if i < 0:
@@ -142,7 +143,7 @@ class CountedScore:
         if not isinstance(out, torch.Tensor) or out.shape != x.shape:
             got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             raise ValueError(f"{self.name} must return a tensor shaped like x {tuple(x.shape)}, got {got}")
-        return self.guard.watch(x, out).to(x.dtype)
+        return self.guard.watch(x_in, out).to(x.dtype)  # x_in: a cast overflow counts as non-finite
 
 
 def apply_callback(callback: Callable | None, i: int, t: torch.Tensor | float, x: torch.Tensor) -> torch.Tensor:

@@ -15,6 +15,7 @@ from ..utils import check_count, check_positive
 COUNT_ARGS = {"batch_size": 1, "num_samples": 1, "nrow": 1, "steps": 1, "n_corrector_steps": 1, "num_probes": 1}
 POSITIVE_ARGS = ("snr", "rtol", "atol")
 NON_NEGATIVE_ARGS = ("eta",)
+IMAGE_ARGS = ("image", "mask", "images")  # input image files, checked readable before the model loads
 
 
 class DefaultsOnceFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -43,6 +44,10 @@ def check_cli_args(args: argparse.Namespace) -> None:
             check_positive(flag(dest), getattr(args, dest), allow_zero=dest in NON_NEGATIVE_ARGS)
     if getattr(args, "device", None) is not None:
         check_device(args.device)
+    for dest in IMAGE_ARGS:
+        paths = getattr(args, dest, None)
+        for path in [paths] if isinstance(paths, str) else paths or []:
+            open_image(path, flag(dest))
 
 
 def check_device(name: str) -> torch.device:
