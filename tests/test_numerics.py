@@ -238,7 +238,8 @@ def test_generator_lists_and_devices_follow_diffusers():
     score = GaussianScore(MEAN, COV, sde)
     gens = [torch.Generator().manual_seed(s) for s in range(SHAPE[0])]
     x, _ = scorekit.sample(score, sde, SHAPE, steps=3, corrector="none", generator=gens)
-    one, _ = scorekit.sample(score, sde, (1, 2), steps=3, corrector="none", generator=[torch.Generator().manual_seed(2)])
+    one, _ = scorekit.sample(score, sde, (1, 2), steps=3, corrector="none",
+                             generator=[torch.Generator().manual_seed(2)])
     assert torch.equal(x[2:3], one)
     probes = scorekit.likelihood.draw_probes(2, torch.zeros(3, 2), "gaussian", torch.Generator().manual_seed(0))
     assert probes.shape == (2, 3, 2)
