@@ -243,3 +243,20 @@ def test_generator_lists_and_devices_follow_diffusers():
     assert torch.equal(x[2:3], one)
     probes = scorekit.likelihood.draw_probes(2, torch.zeros(3, 2), "gaussian", torch.Generator().manual_seed(0))
     assert probes.shape == (2, 3, 2)
+
+
+def test_float16_pipeline_samples_and_reads_exact_8bit_images(tmp_path):
+    # The 8-bit levels are read before the cast to the UNet's dtype (float16 cannot hold the 1/255 grid near 1).
+    from hub_layouts import make_ddpm_cifar10_folder
+
+    from scorekit.pipelines import ScoreSDEPipeline
+
+    # bfloat16 takes the same code path (and is ~4x slower on these CPUs)
+    pipe = ScoreSDEPipeline.from_pretrained(make_ddpm_cifar10_folder(str(tmp_path / "m"))).to(dtype=torch.float16)
+    pipe.set_progress_bar_config(disable=True)
+    images = torch.randint(0, 256, (1, 3, 8, 8), generator=torch.Generator().manual_seed(0)) / 255
+    out = pipe.log_likelihood(images, rtol=5e-2, atol=5e-2, generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(out.bits_per_dim).all()
+    sampled = pipe(batch_size=2, num_inference_steps=2, sampler="ddim", output_type="pt",
+                   generator=torch.Generator().manual_seed(0)).images
+    assert torch.isfinite(sampled).all()
