@@ -96,8 +96,8 @@ def sample(
         condition: a :class:`~scorekit.conditioning.Condition` (guidance, inpainting, colorization, composed).
         generator: the ``torch.Generator`` every random draw uses (on any device: draws are made on its device and
             moved), or a list of ``B`` generators, one per sample.
-        dtype: the model's dtype: ``score_fn`` is called with ``x`` in it, ``x_T`` is drawn and the samples are
-            returned in it. The time grid, the SDE coefficients and the solver state run in float32 (float64 when
+        dtype: the model's dtype: ``score_fn`` is called with ``x`` in it and the samples are returned in it. The
+            prior draw, the time grid, the SDE coefficients and the solver state are in float32 (float64 when
             ``dtype`` is float64), whatever ``dtype`` is (the numeric policy of :mod:`scorekit.numerics`).
         progress: ``True`` for a tqdm bar, or a callable wrapping the step iterable (a pipeline's progress bar).
         callback: ``callback(i, t, x)`` after every step ``i`` of a fixed-step sampler, including the last; ``x`` is
