@@ -55,7 +55,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1,
                    help="torch intra-op threads (default 1: stable timings on a shared 2-core machine)")
     p.add_argument("--no-unet", action="store_true", help="skip the per-step overhead section on a tiny UNet")
-    p.add_argument("--unet-batch", type=int, default=8, help="batch size of the UNet overhead section (default 8)")
+    p.add_argument("--overhead-only", action="store_true", help="run only the per-step overhead section")
+    p.add_argument("--device", default="cpu", help="device of the overhead section: cpu or cuda (default cpu)")
+    p.add_argument("--unet", choices=list(UNET_CONFIGS), default="tiny",
+                   help="UNet of the overhead section: tiny (16x16, 0.4 M parameters) or ddpm-cifar10-32 (the "
+                        "config of google/ddpm-cifar10-32, random weights, 35.7 M parameters; default tiny)")
+    p.add_argument("--unet-dtype", choices=["float32", "float16", "bfloat16"], default="float32",
+                   help="dtype of the UNet in the overhead section (default float32)")
+    p.add_argument("--unet-batch", type=int, default=None,
+                   help="batch size of the UNet overhead section (default 8 for tiny, 64 for ddpm-cifar10-32)")
     p.add_argument("--unet-steps", type=int, default=20,
                    help="sampler steps of the UNet overhead section (default 20)")
     p.add_argument("--floor-repeats", type=int, default=5,
@@ -129,30 +137,58 @@ def error_table(args) -> list[str]:
     return lines
 
 
-# --- section 2: per-step overhead on a tiny UNet -------------------------------------------------------------------
-def tiny_unet():
+# --- section 2: per-step overhead on a UNet ------------------------------------------------------------------------
+UNET_CONFIGS = {
+    "tiny": dict(sample_size=16, in_channels=3, out_channels=3, block_out_channels=(32, 64), layers_per_block=1,
+                 norm_num_groups=8, down_block_types=("DownBlock2D", "DownBlock2D"),
+                 up_block_types=("UpBlock2D", "UpBlock2D")),
+    # google/ddpm-cifar10-32's unet/config.json (DIFFUSERS-NOTES.md), random weights
+    "ddpm-cifar10-32": dict(sample_size=32, in_channels=3, out_channels=3, block_out_channels=(128, 256, 256, 256),
+                            layers_per_block=2, down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D",
+                                                                  "DownBlock2D"),
+                            up_block_types=("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
+                            flip_sin_to_cos=False, freq_shift=1, norm_eps=1e-6, time_embedding_type="positional"),
+}
+# fixed-step samplers timed against the bare forward (the adaptive dopri5 is listed for reference)
+OVERHEAD_SAMPLERS = [("pc", dict(sampler="pc")), ("pc euler_maruyama+none",
+                                                  dict(sampler="pc", predictor="euler_maruyama", corrector="none")),
+                     ("ald", dict(sampler="ald")), ("ode euler", dict(sampler="ode", method="euler")),
+                     ("ode heun", dict(sampler="ode", method="heun")), ("ddim", dict(sampler="ddim"))]
+
+
+def build_unet(name: str, device: str, dtype: torch.dtype):
     from diffusers import UNet2DModel
 
     torch.manual_seed(0)  # weight init only; nothing is downloaded
-    return UNet2DModel(sample_size=16, in_channels=3, out_channels=3, block_out_channels=(32, 64),
-                       layers_per_block=1, norm_num_groups=8, down_block_types=("DownBlock2D", "DownBlock2D"),
-                       up_block_types=("UpBlock2D", "UpBlock2D")).eval()
+    return UNet2DModel(**UNET_CONFIGS[name]).eval().to(device=device, dtype=dtype)
 
 
-def best_of(run, repeats: int = 3):
-    """``(seconds, result)`` of the fastest of ``repeats`` calls of ``run()`` (timings on a shared machine)."""
+def tiny_unet():
+    return build_unet("tiny", "cpu", torch.float32)
+
+
+def synchronize(device: str) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def best_of(run, repeats: int = 3, device: str = "cpu"):
+    """``(seconds, result)`` of the fastest of ``repeats`` calls of ``run()`` (timings on a shared machine); on CUDA
+    the device is synchronised before the clock starts and before it stops."""
     best, result = math.inf, None
     for _ in range(repeats):
+        synchronize(device)
         start = time.perf_counter()
         result = run()
+        synchronize(device)
         best = min(best, time.perf_counter() - start)
     return best, result
 
 
-def bare_forward_seconds(unet, batch: int, calls: int) -> float:
+def bare_forward_seconds(unet, shape: tuple[int, ...], calls: int, device: str) -> float:
     """Seconds per ``unet(x, t)`` call under ``no_grad``, best of 3 rounds of ``calls`` calls."""
-    x = torch.randn(batch, 3, 16, 16, generator=torch.Generator().manual_seed(0))
-    t = torch.full((batch,), 500.0)
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(device=device, dtype=unet.dtype)
+    t = torch.full((shape[0],), 500.0, device=device, dtype=unet.dtype)
 
     def calls_loop():
         for _ in range(calls):
@@ -160,25 +196,34 @@ def bare_forward_seconds(unet, batch: int, calls: int) -> float:
 
     with torch.no_grad():
         calls_loop()  # warm-up
-        return best_of(calls_loop)[0] / calls
+        return best_of(calls_loop, device=device)[0] / calls
 
 
 def overhead_table(args) -> list[str]:
-    unet, sde, batch, steps = tiny_unet(), scorekit.VPSDE(), args.unet_batch, args.unet_steps
-    bare = bare_forward_seconds(unet, batch, calls=2 * steps)
-    lines = [f"Tiny UNet2DModel (16x16x3, block_out_channels (32, 64), {sum(p.numel() for p in unet.parameters())} "
-             f"parameters), batch {batch}: bare forward {1e3 * bare:.2f} ms/call. Every time is the best of 3 runs.",
+    dtype = getattr(torch, args.unet_dtype)
+    unet, sde, steps = build_unet(args.unet, args.device, dtype), scorekit.VPSDE(), args.unet_steps
+    batch = args.unet_batch or (64 if args.unet == "ddpm-cifar10-32" else 8)
+    size = UNET_CONFIGS[args.unet]["sample_size"]
+    shape = (batch, 3, size, size)
+    bare = bare_forward_seconds(unet, shape, calls=2 * steps, device=args.device)
+    lines = [f"UNet2DModel `{args.unet}` ({size}x{size}x3, block_out_channels "
+             f"{UNET_CONFIGS[args.unet]['block_out_channels']}, {sum(p.numel() for p in unet.parameters())} "
+             f"parameters, random weights), {args.unet_dtype}, batch {batch}, device {args.device}: bare forward "
+             f"{1e3 * bare:.2f} ms/call. Every time is the best of 3 runs.",
              "", "| path | sampler | steps | NFE | wall s | ms / NFE | ratio to bare forward |",
              "|---|---|---|---|---|---|---|"]
-    for kwargs in (dict(sampler="pc"), dict(sampler="ode", method="euler"), dict(sampler="ddim")):
+    for label, kwargs in OVERHEAD_SAMPLERS:
         def run(kwargs=kwargs):
+            g = torch.Generator(args.device).manual_seed(args.seed)
             with torch.no_grad():
-                return scorekit.sample(scorekit.model_score_fn(unet, sde), sde, (batch, 3, 16, 16), steps=steps,
-                                       generator=torch.Generator().manual_seed(args.seed), **kwargs)[1]["nfe"]
+                return scorekit.sample(scorekit.model_score_fn(unet, sde), sde, shape, steps=steps, dtype=dtype,
+                                       device=args.device, generator=g, **kwargs)[1]["nfe"]
 
-        wall, nfe = best_of(run)
-        lines.append(overhead_row("scorekit.sample", kwargs["sampler"], steps, nfe, wall, bare))
-    lines.append(pipeline_row(unet, batch, steps, bare, args.seed))
+        run()  # warm-up (kernels, allocator)
+        wall, nfe = best_of(run, device=args.device)
+        lines.append(overhead_row("scorekit.sample", label, steps, nfe, wall, bare))
+    lines.append(pipeline_row(unet, batch, steps, bare, args.seed, args.device))
+    lines.append(ddim_pipeline_row(unet, batch, steps, bare, args.seed, args.device))
     return lines
 
 
@@ -187,17 +232,37 @@ def overhead_row(path: str, sampler: str, steps: int, nfe: int, wall: float, bar
     return f"| {path} | {sampler} | {steps} | {nfe} | {wall:.2f} | {1e3 * per:.2f} | {per / bare:.2f} |"
 
 
-def pipeline_row(unet, batch: int, steps: int, bare: float, seed: int) -> str:
+def pipeline_row(unet, batch: int, steps: int, bare: float, seed: int, device: str = "cpu") -> str:
     try:
         from scorekit import ScoreSDEPCScheduler, ScoreSDEPipeline
 
         pipe = ScoreSDEPipeline(unet=unet, scheduler=ScoreSDEPCScheduler(sde_type="vp"))
         pipe.set_progress_bar_config(disable=True)
         wall, nfe = best_of(lambda: pipe(batch_size=batch, num_inference_steps=steps, output_type="pt",
-                                         generator=torch.Generator().manual_seed(seed)).nfe)
+                                         generator=torch.Generator(device).manual_seed(seed)).nfe, device=device)
         return overhead_row("ScoreSDEPipeline", "pc", steps, nfe, wall, bare)
     except Exception as err:  # the pipeline is optional here: report why it did not run instead of failing
         return f"| ScoreSDEPipeline | pc | {steps} | - | - | - | not run: {type(err).__name__}: {err} |"
+
+
+def ddim_pipeline_row(unet, batch: int, steps: int, bare: float, seed: int, device: str = "cpu") -> str:
+    """diffusers' own DDIMPipeline on the same UNet (output_type "pt": numpy has no bfloat16)."""
+    try:
+        from diffusers import DDIMPipeline, DDIMScheduler
+
+        pipe = DDIMPipeline(unet=unet, scheduler=DDIMScheduler(num_train_timesteps=1000))
+        pipe.set_progress_bar_config(disable=True)
+
+        def run():
+            pipe(batch_size=batch, num_inference_steps=steps, output_type="pt",
+                 generator=torch.Generator(device).manual_seed(seed))
+            return steps
+
+        run()  # warm-up
+        wall, nfe = best_of(run, device=device)
+        return overhead_row("diffusers DDIMPipeline", "ddim", steps, nfe, wall, bare)
+    except Exception as err:
+        return f"| diffusers DDIMPipeline | ddim | {steps} | - | - | - | not run: {type(err).__name__}: {err} |"
 
 
 def main(argv=None) -> None:
@@ -215,7 +280,8 @@ def main(argv=None) -> None:
         return None
     if args.sweep:
         return run_sweep(args, start)
-    print("\n".join(error_table(args)))
+    if not args.overhead_only:
+        print("\n".join(error_table(args)))
     if not args.no_unet:
         print("\n## Per-step overhead\n")
         print("\n".join(overhead_table(args)))

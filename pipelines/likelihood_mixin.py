@@ -21,7 +21,8 @@ class LikelihoodMixin:
                        generator: torch.Generator | None = None, return_dict: bool = True):
         """Bits/dim of 8-bit images (PIL, numpy ``(B, H, W, C)`` or torch ``(B, C, H, W)`` in [0, 1] on the 1/255
         grid) through the PF-ODE with uniform dequantization; see :func:`scorekit.bits_per_dim`."""
-        levels = levels_from_data(self.preprocess(images), 256, self.scheduler.data_range)
+        # levels are read in float32, before any cast to the UNet's dtype (float16 cannot hold the 1/255 grid)
+        levels = levels_from_data(self.preprocess(images, dtype=torch.float32), 256, self.scheduler.data_range)
         bpd, info = bits_per_dim(self.score_fn(), self.sde, levels, num_levels=256,
                                  data_range=self.scheduler.data_range, dequantize=dequantize, num_probes=num_probes,
                                  probe=probe, method=method, rtol=rtol, atol=atol, eps=eps, generator=generator,

@@ -17,7 +17,7 @@ from scorekit.schedulers import ScoreSDEODEScheduler, ScoreSDEPCScheduler, Score
 from scorekit.schedulers.loop import scheduler_loop
 from scorekit.schedulers.stock import from_stock_config
 from scorekit.score import model_score_fn
-from scorekit.utils import check_choice, check_positive
+from scorekit.utils import check_choice, check_count
 
 from .hub_loading import check_components, check_weight_format, download_repo, write_stock_layout
 from .likelihood_mixin import LikelihoodMixin
@@ -138,8 +138,10 @@ class ScoreSDEPipeline(LikelihoodMixin, DiffusionPipeline):
         size = (size, size) if isinstance(size, int) else tuple(size)
         return (batch_size, self.unet.config.in_channels, *size)
 
-    def preprocess(self, images, height: int | None = None, width: int | None = None) -> torch.Tensor:
-        """PIL / numpy ``(B, H, W, C)`` in [0, 1] / torch ``(B, C, H, W)`` in [0, 1] -> tensor in the model's range."""
+    def preprocess(self, images, height: int | None = None, width: int | None = None,
+                   dtype: torch.dtype | None = None) -> torch.Tensor:
+        """PIL / numpy ``(B, H, W, C)`` in [0, 1] / torch ``(B, C, H, W)`` in [0, 1] -> tensor in the model's range
+        (in ``dtype``, default the UNet's)."""
         channels = self.unet.config.in_channels
         if isinstance(images, PIL.Image.Image):
             images = [images]
@@ -148,12 +150,13 @@ class ScoreSDEPipeline(LikelihoodMixin, DiffusionPipeline):
         x = self.image_processor.preprocess(images, height=height, width=width)
         if x.shape[1] != channels:
             raise ValueError(f"images have {x.shape[1]} channels but the model takes in_channels={channels}")
-        return self.to_model_range(x)
+        return self.to_model_range(x, dtype)
 
-    def to_model_range(self, x: torch.Tensor) -> torch.Tensor:
-        """Images in [0, 1] -> the model's data range (``scheduler.data_range``), on its device and dtype."""
+    def to_model_range(self, x: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """Images in [0, 1] -> the model's data range (``scheduler.data_range``), on its device, in ``dtype``
+        (default the UNet's)."""
         lo, hi = self.scheduler.data_range
-        return (lo + (hi - lo) * x).to(device=self.device, dtype=self.unet.dtype)
+        return (lo + (hi - lo) * x).to(device=self.device, dtype=dtype or self.unet.dtype)
 
     def postprocess(self, x: torch.Tensor, output_type: str = "pil"):
         """Tensor in the model's data range -> ``output_type`` ("pil", "np" or "pt") in [0, 1]."""
@@ -164,9 +167,9 @@ class ScoreSDEPipeline(LikelihoodMixin, DiffusionPipeline):
 
     # --- sampling --------------------------------------------------------------------------------------------------
     def check_inputs(self, batch_size, num_inference_steps, output_type, sampler, generator, latents):
-        check_positive("batch_size", batch_size, integer=True)
+        check_count("batch_size", batch_size)
         if num_inference_steps is not None:
-            check_positive("num_inference_steps", num_inference_steps, integer=True)
+            check_count("num_inference_steps", num_inference_steps)
         check_choice("output_type", output_type, OUTPUT_TYPES)
         if sampler is not None:
             check_choice("sampler", sampler, SAMPLERS)

@@ -90,7 +90,8 @@ class ScoreSDEInpaintPipeline(ScoreSDEPipeline):
                              f"{mask[soft][:3].tolist()}; threshold it first")
         known = mask < 0.5  # diffusers' convention: white = repaint
         self._warn_if_deterministic(kwargs)
-        return super().__call__(batch_size=batch_size or x.shape[0], condition=Inpaint(x, known), **kwargs)
+        batch_size = x.shape[0] if batch_size is None else batch_size
+        return super().__call__(batch_size=batch_size, condition=Inpaint(x, known), **kwargs)
 
     def _warn_if_deterministic(self, kwargs) -> None:
         overrides = {k: v for k, v in kwargs.items() if k in ("eta", "s_churn")}
@@ -127,8 +128,8 @@ class ScoreSDEColorizationPipeline(ScoreSDEInpaintPipeline):
         gray = self._gray([image] if isinstance(image, PIL.Image.Image) else image)
         self._warn_if_deterministic(kwargs)
         self._check_image_size(gray, "image")
-        return ScoreSDEPipeline.__call__(self, batch_size=batch_size or gray.shape[0], condition=Colorize(gray),
-                                         **kwargs)
+        batch_size = gray.shape[0] if batch_size is None else batch_size
+        return ScoreSDEPipeline.__call__(self, batch_size=batch_size, condition=Colorize(gray), **kwargs)
 
     def _gray(self, image) -> torch.Tensor:
         """The gray image (mean of R, G, B) in the model's data range, ``(B, 1, H, W)``."""

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
+
 from .sde import SDE
 from .utils import append_dims, batch_norm_mean, randn_like
 
@@ -20,13 +22,19 @@ def _langevin_move(x, grad, step, z):
 
 
 def langevin(x, t, score_fn, sde: SDE, generator=None, snr: float = 0.16, n_steps: int = 1):
-    """Langevin corrector (Algorithm 4): step ``eps = 2 alpha (snr ||z|| / ||score||)^2``, batch-mean norms."""
+    """Langevin corrector (Algorithm 4): step ``eps = 2 alpha (snr ||z|| / ||score||)^2``, batch-mean norms.
+
+    A score that is exactly zero (``||score|| = 0``) gives a zero step (``x`` unchanged), not an infinite one.
+    """
     alpha = sde.langevin_alpha(t)
     x_mean = x
     for _ in range(n_steps):
         grad = score_fn(x, t)
         z = randn_like(x, generator)
-        step = 2 * alpha * (snr * batch_norm_mean(z) / batch_norm_mean(grad)) ** 2
+        grad_norm = batch_norm_mean(grad)
+        # ||z|| / ||score||, with 0 where the score vanishes (a zero step); computed without a host sync
+        ratio = batch_norm_mean(z) / torch.where(grad_norm > 0, grad_norm, torch.ones_like(grad_norm))
+        step = 2 * alpha * (snr * torch.where(grad_norm > 0, ratio, torch.zeros_like(ratio))) ** 2
         x, x_mean = _langevin_move(x, grad, step, z)
     return x, x_mean
 

@@ -13,8 +13,9 @@ from typing import Any
 
 import torch
 
+from .numerics import CountedScore, compute_dtype
 from .ode import ADAPTIVE_METHODS, odeint_adaptive, pf_ode_drift
-from .sampling import CountedScore, sample
+from .sampling import sample
 from .sde import SDE
 from .utils import batch_time, check_choice, check_positive
 
@@ -35,18 +36,25 @@ def check_ode_args(sde: SDE, method: str, rtol: float, atol: float, eps: float |
     return float(eps)
 
 
-def check_data(name: str, x: Any, dtype: torch.dtype | None) -> torch.Tensor:
-    """Check ``x`` is a finite floating tensor ``(B, ...)`` and cast it to ``dtype`` (if given)."""
+def check_data(name: str, x: Any, dtype: torch.dtype | None) -> tuple[torch.Tensor, torch.dtype]:
+    """Check ``x`` is a finite floating tensor ``(B, ...)``; returns it in the compute dtype and the model dtype.
+
+    The model dtype is ``dtype`` if given, else ``x.dtype``; the returned tensor is in
+    :func:`~scorekit.numerics.compute_dtype` of it (float32, or float64 for float64 models), where the solve runs.
+    """
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape (B, ...), got {type(x).__name__}")
-    x = x if dtype is None else x.to(dtype)
-    if not x.is_floating_point():
+    if dtype is not None and not isinstance(dtype, torch.dtype):
+        raise TypeError(f"dtype must be a torch.dtype, got {dtype!r}")
+    model_dtype = dtype or x.dtype
+    if not model_dtype.is_floating_point:
         raise TypeError(f"{name} must be a floating tensor (or pass dtype=...), got dtype {x.dtype}")
+    x = x.to(compute_dtype(model_dtype))
     if x.ndim < 1 or x.shape[0] < 1:
         raise ValueError(f"{name} must have shape (B, ...) with B >= 1, got {tuple(x.shape)}")
     if not torch.isfinite(x).all():
         raise ValueError(f"{name} contains NaN or inf")
-    return x
+    return x, model_dtype
 
 
 def pf_ode_solve(score_fn: CountedScore, sde: SDE, x: torch.Tensor, t0: float, t1: float, method: str,
@@ -57,7 +65,7 @@ def pf_ode_solve(score_fn: CountedScore, sde: SDE, x: torch.Tensor, t0: float, t
         return pf_ode_drift(y, batch_time(t, y.shape[0], y), score_fn, sde)
 
     with torch.no_grad():
-        return odeint_adaptive(drift, x, t0, t1, method, rtol, atol)
+        return odeint_adaptive(drift, x, t0, t1, method, rtol, atol, guard=score_fn.guard)
 
 
 def encode(
@@ -80,14 +88,15 @@ def encode(
         method: an adaptive solver: torchdiffeq's ``"dopri5"`` (and friends) or ``"scipy_RK45"`` (the paper's).
         rtol, atol: solver tolerances.
         eps: start time; defaults to ``sde.sampling_eps``.
-        dtype: compute dtype (defaults to ``x.dtype``).
+        dtype: the model's dtype (defaults to ``x.dtype``); the solve runs in float32 (float64 for float64 models).
 
     Returns:
-        ``(z, info)``: latents ``z`` shaped like ``x`` and ``{"nfe": score evaluations, "eps": eps}``.
+        ``(z, info)``: latents ``z`` shaped like ``x``, in the compute dtype (float32 / float64, see
+        :mod:`scorekit.numerics`), and ``{"nfe": score evaluations, "eps": eps}``.
     """
     eps = check_ode_args(sde, method, rtol, atol, eps)
-    x = check_data("x", x, dtype)
-    counted = CountedScore(score_fn)
+    x, model_dtype = check_data("x", x, dtype)
+    counted = CountedScore(score_fn, model_dtype=model_dtype)
     z = pf_ode_solve(counted, sde, x, eps, sde.T, method, rtol, atol)
     return z, {"nfe": counted.nfe, "eps": eps}
 
@@ -110,7 +119,8 @@ def decode(
         score_fn: ``score_fn(x, t) -> score`` shaped like ``x``; ``t`` of shape ``(B,)``.
         sde: the forward SDE the score model was trained with.
         z: ``(B, ...)`` latents at time ``T`` (from :func:`encode`, :func:`slerp` or ``sde.prior_sampling``).
-        method, rtol, atol, eps, dtype: as in :func:`encode`.
+        method, rtol, atol, eps: as in :func:`encode`.
+        dtype: the model's dtype (defaults to ``z.dtype``); ``x`` is returned in it.
         denoise: apply Tweedie's formula at ``eps`` (one extra NFE, as ``sample(..., denoise=True)`` does). Leave
             ``False`` to invert :func:`encode` exactly.
 
@@ -118,10 +128,10 @@ def decode(
         ``(x, info)``: data ``x`` shaped like ``z`` and ``{"nfe": score evaluations, "eps": eps}``.
     """
     eps = check_ode_args(sde, method, rtol, atol, eps)
-    z = check_data("z", z, dtype)
+    z, model_dtype = check_data("z", z, dtype)
     # decoding is PF-ODE sampling started from the given latents
     x, info = sample(score_fn, sde, tuple(z.shape), sampler="ode", method=method, rtol=rtol, atol=atol, eps=eps,
-                     x_T=z, denoise=denoise, dtype=z.dtype, device=z.device)
+                     x_T=z, denoise=denoise, dtype=model_dtype, device=z.device)
     return x, {"nfe": info["nfe"], "eps": eps}
 
 
@@ -182,10 +192,10 @@ def interpolate(
     check_positive("n", n, integer=True)
     if n < 2:
         raise ValueError(f"n must be >= 2 (both end points are included), got {n}")
-    x0, x1 = check_data("x0", x0, dtype), check_data("x1", x1, dtype)
+    (x0, model_dtype), (x1, _) = check_data("x0", x0, dtype), check_data("x1", x1, dtype)
     if x0.shape != x1.shape:
         raise ValueError(f"x0 and x1 must have the same shape, got {tuple(x0.shape)} and {tuple(x1.shape)}")
-    kwargs = dict(method=method, rtol=rtol, atol=atol, eps=eps)
+    kwargs = dict(method=method, rtol=rtol, atol=atol, eps=eps, dtype=model_dtype)
     z, enc = encode(score_fn, sde, torch.cat([x0, x1]), **kwargs)
     z0, z1 = z.chunk(2)
     latents = slerp(z0, z1, torch.linspace(0, 1, n, dtype=torch.float64))

@@ -29,10 +29,10 @@ from typing import Any
 import torch
 
 from .latents import ScoreFn, check_data, check_ode_args
+from .numerics import CountedScore, compute_dtype
 from .ode import odeint_adaptive, pf_ode_drift
-from .sampling import CountedScore
 from .sde import SDE
-from .utils import batch_time, check_choice, check_positive
+from .utils import batch_time, check_choice, check_positive, rademacher, rand, randn
 
 PROBES = ("rademacher", "gaussian")
 
@@ -41,9 +41,8 @@ def draw_probes(num_probes: int, x: torch.Tensor, probe: str = "rademacher",
                 generator: torch.Generator | None = None) -> torch.Tensor:
     """``num_probes`` Hutchinson probes shaped like ``x``: ``(K, B, ...)``, entries +-1 (Rademacher) or N(0, 1)."""
     shape = (num_probes, *x.shape)
-    if probe == "gaussian":
-        return torch.randn(shape, generator=generator, dtype=x.dtype, device=x.device)
-    return torch.randint(0, 2, shape, generator=generator, device=x.device).to(x.dtype) * 2 - 1
+    draw = randn if probe == "gaussian" else rademacher  # on the generator's device, then moved to x's
+    return draw(shape, generator, dtype=x.dtype, device=x.device)
 
 
 def hutchinson_divergence(
@@ -101,8 +100,9 @@ def log_likelihood(
         method: an adaptive solver: torchdiffeq's ``"dopri5"`` (and friends) or ``"scipy_RK45"`` (the paper's).
         rtol, atol: solver tolerances (the state is the flattened data plus ``K`` integrals per sample).
         eps: start time of the ODE (the density is that of ``p_eps``); defaults to ``sde.sampling_eps``.
-        generator: draws the probes.
-        dtype: compute dtype (defaults to ``x.dtype``).
+        generator: draws the probes (on its own device; then moved).
+        dtype: the model's dtype (defaults to ``x.dtype``). The solve, the probes and the divergence integrals run
+            in float32 (float64 for float64 models), see :mod:`scorekit.numerics`; ``logp`` is in that dtype.
 
     Returns:
         ``(logp, info)``: ``logp`` of shape ``(B,)`` and a dict with
@@ -115,8 +115,8 @@ def log_likelihood(
     eps = check_ode_args(sde, method, rtol, atol, eps)
     check_positive("num_probes", num_probes, integer=True)
     check_choice("probe", probe, PROBES)
-    x = check_data("x", x, dtype)
-    counted = CountedScore(score_fn)
+    x, model_dtype = check_data("x", x, dtype)
+    counted = CountedScore(score_fn, model_dtype=model_dtype)
 
     def differentiable_score(x_, t_):
         score = counted(x_, t_)
@@ -140,7 +140,7 @@ def log_likelihood(
 
     y0 = torch.cat([x.reshape(-1), x.new_zeros(num_probes * batch)])
     with torch.no_grad():
-        y_T = odeint_adaptive(joint_drift, y0, eps, sde.T, method, rtol, atol)
+        y_T = odeint_adaptive(joint_drift, y0, eps, sde.T, method, rtol, atol, guard=counted.guard)
     z, delta = y_T[:n].reshape(x.shape), y_T[n:].reshape(num_probes, batch)
     prior_logp = sde.prior_logp(z)
     per_probe = prior_logp + delta  # eq. 40: log p_eps(x) = log p_T(z) + int_eps^T div f~ dt, one per probe
@@ -186,7 +186,7 @@ def dequantize_levels(
     if x.numel() and (levels.min() < 0 or levels.max() > num_levels - 1):
         raise ValueError(f"x must lie in [0, {num_levels - 1}] for num_levels={num_levels}, got values in "
                          f"[{levels.min().item():g}, {levels.max().item():g}]")
-    u = torch.rand(x.shape, generator=generator, dtype=torch.float64, device=x.device) if uniform else 0.5
+    u = rand(tuple(x.shape), generator, dtype=torch.float64, device=x.device) if uniform else 0.5
     scale = (hi - lo) / num_levels
     return (lo + scale * (levels + u)).to(dtype), math.log(scale)
 
@@ -274,8 +274,8 @@ def bits_per_dim(
         data_range: ``(lo, hi)``, the model's data range.
         dequantize: add uniform noise (recommended). ``False`` evaluates the density at bin centres, an
             approximation that is not a bound (the reference code's negative bpd came from skipping this).
-        num_probes, probe, method, rtol, atol, eps, dtype: as in :func:`log_likelihood` (``dtype`` defaults to
-            ``x.dtype`` for floating ``x``, else float32).
+        num_probes, probe, method, rtol, atol, eps, dtype: as in :func:`log_likelihood` (``dtype``, the model's
+            dtype, defaults to ``x.dtype`` for floating ``x``, else float32; ``y`` is in the compute dtype).
         generator: draws the dequantization noise, then the probes.
 
     Returns:
@@ -285,9 +285,9 @@ def bits_per_dim(
     """
     out_dtype = dtype or (x.dtype if isinstance(x, torch.Tensor) and x.is_floating_point() else torch.float32)
     y, log_scale = dequantize_levels(x, num_levels, data_range, uniform=dequantize, generator=generator,
-                                     dtype=out_dtype)
+                                     dtype=compute_dtype(out_dtype))  # y in the compute dtype, never float16
     logp, info = log_likelihood(score_fn, sde, y, num_probes=num_probes, probe=probe, method=method, rtol=rtol,
-                                atol=atol, eps=eps, generator=generator)
+                                atol=atol, eps=eps, generator=generator, dtype=out_dtype)
     num_dims = y[0].numel()
     stderr = info["stderr"]
     info.update(stderr_nats=stderr, log_scale=log_scale, dequantized=y,

@@ -12,6 +12,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from .numerics import FiniteGuard
 from .sde import SDE
 from .utils import append_dims
 
@@ -19,6 +20,7 @@ TORCHDIFFEQ_METHODS = ("dopri5", "dopri8", "bosh3", "adaptive_heun", "fehlberg2"
 SCIPY_METHODS = ("scipy_RK45", "scipy_RK23", "scipy_DOP853", "scipy_LSODA")
 ADAPTIVE_METHODS = TORCHDIFFEQ_METHODS + SCIPY_METHODS
 FIXED_METHODS = ("euler", "heun")
+FIRST_STEP = 1e-2  # first step of an adaptive torchdiffeq solve, as a fraction of the interval
 
 
 def pf_ode_drift(x: torch.Tensor, t: torch.Tensor, score_fn: Callable, sde: SDE) -> torch.Tensor:
@@ -51,20 +53,48 @@ def odeint_adaptive(
     method: str = "dopri5",
     rtol: float = 1e-5,
     atol: float = 1e-5,
+    guard: FiniteGuard | None = None,
 ) -> torch.Tensor:
     """Integrate ``dy/dt = func(t, y)`` from ``t0`` to ``t1`` with an adaptive solver; returns ``y(t1)``.
 
-    ``func`` takes a 0-dim time tensor and a tensor shaped like ``y0``. torchdiffeq is told to land a step exactly on
-    ``t1`` so it never evaluates ``func`` beyond the interval (the VP std is NaN below t = 0). Scipy methods run on
-    float64 numpy copies of the state, as the paper's code does.
+    With a ``guard`` (the :class:`~scorekit.numerics.FiniteGuard` watching the score ``func`` calls), a non-finite
+    result raises a ValueError that names the model when its output went non-finite first (also when that made the
+    solver itself fail, e.g. torchdiffeq's "underflow in dt"), else the solve.
+
+    ``func`` takes a 0-dim time tensor and a tensor shaped like ``y0``; the state and the time are in ``y0``'s dtype
+    (the compute dtype of :mod:`scorekit.numerics`). ``func`` is never evaluated outside ``[min(t0, t1), max(t0,
+    t1)]``: torchdiffeq is told to land a step exactly on ``t1`` and is given a first step (its own first-step
+    heuristic probes ``t0 + 0.01 ||y0|| / ||f(t0, y0)||``, which lands far outside the interval when the drift at
+    ``t0`` is tiny: t ~ 6 for VE, t ~ 1e5 for a VP encode), and every time handed to ``func`` is clamped to the
+    interval as a last guard (a no-op for the steps the solvers take). Scipy methods run on float64 numpy copies
+    of the state, as the paper's code does.
     """
+    if guard is None:
+        return _odeint(func, y0, t0, t1, method, rtol, atol)
+    guard.start(f"adaptive PF-ODE solve ({method})")
+    try:
+        out = _odeint(func, y0, t0, t1, method, rtol, atol)
+    except Exception:
+        guard.check()
+        raise
+    guard.end_step(out)
+    guard.check()
+    return out
+
+
+def _odeint(func, y0, t0, t1, method, rtol, atol):
+    lo, hi = min(t0, t1), max(t0, t1)
+
+    def inside(t, y):
+        return func(t.clamp(lo, hi), y)
+
     if method in SCIPY_METHODS:
-        return _odeint_scipy(func, y0, t0, t1, method.removeprefix("scipy_"), rtol, atol)
+        return _odeint_scipy(inside, y0, t0, t1, method.removeprefix("scipy_"), rtol, atol)
     from torchdiffeq import odeint
 
     ts = torch.tensor([t0, t1], dtype=y0.dtype, device=y0.device)
-    options = {"step_t": ts[1:]} if method in ("dopri5", "dopri8", "bosh3", "adaptive_heun", "fehlberg2") else None
-    return odeint(func, y0, ts, rtol=rtol, atol=atol, method=method, options=options)[-1]
+    options = {"step_t": ts[1:], "first_step": FIRST_STEP * (hi - lo)}
+    return odeint(inside, y0, ts, rtol=rtol, atol=atol, method=method, options=options)[-1]
 
 
 def _odeint_scipy(func, y0, t0, t1, method, rtol, atol):
@@ -74,7 +104,10 @@ def _odeint_scipy(func, y0, t0, t1, method, rtol, atol):
 
     def fun(t, y):
         y_t = torch.as_tensor(y, dtype=dtype, device=device).reshape(shape)
-        return func(torch.tensor(t, dtype=dtype, device=device), y_t).detach().cpu().double().numpy().ravel()
+        out = func(torch.tensor(t, dtype=dtype, device=device), y_t).detach().cpu().double().numpy().ravel()
+        if not np.isfinite(out).all():  # scipy keeps shrinking its step on NaN; the host copy makes this check free
+            raise FloatingPointError(f"the drift is non-finite at t={t:.4g} (scipy {method})")
+        return out
 
     sol = solve_ivp(fun, (t0, t1), y0.detach().cpu().double().numpy().ravel(), method=method, rtol=rtol, atol=atol)
     if not sol.success:

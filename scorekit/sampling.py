@@ -16,31 +16,15 @@ import torch
 from .conditioning.base import Condition
 from .correctors import CORRECTOR_ALIASES, CORRECTORS
 from .ddim import ddim_step, tweedie_denoise
+from .numerics import CountedScore, FiniteGuard, apply_callback, compute_dtype
 from .ode import ADAPTIVE_METHODS, FIXED_METHODS, FIXED_STEPS, odeint_adaptive, pf_ode_drift
 from .predictors import PREDICTOR_ALIASES, PREDICTORS, none_predictor
 from .samplers import FEW_STEP_DEFAULT_STEPS, FEW_STEP_SAMPLERS, check_timesteps, few_step_settings, steps_of_timesteps
 from .sde import SDE
-from .utils import append_dims, batch_time, check_choice, check_finite, check_positive, randn_like
+from .utils import append_dims, batch_time, check_choice, check_positive, randn_like
 
 SAMPLERS = ("pc", "ode", "ddim", "ald", *FEW_STEP_SAMPLERS)
 DEFAULT_STEPS = {"pc": 1000, "ode": 100, "ddim": 100, "ald": 100, **FEW_STEP_DEFAULT_STEPS}
-
-
-class CountedScore:
-    """Wrap ``score_fn`` to count evaluations (NFE) and check every output's shape and finiteness."""
-
-    def __init__(self, score_fn: Callable, name: str = "score_fn"):
-        if not callable(score_fn):
-            raise TypeError(f"{name} must be callable as score_fn(x, t), got {type(score_fn).__name__}")
-        self.score_fn, self.name, self.nfe = score_fn, name, 0
-
-    def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        out = self.score_fn(x, t)
-        self.nfe += 1
-        if not isinstance(out, torch.Tensor) or out.shape != x.shape:
-            got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-            raise ValueError(f"{self.name} must return a tensor shaped like x {tuple(x.shape)}, got {got}")
-        return check_finite(self.name, out, t)
 
 
 def resolve_predictor(name: str) -> Callable:
@@ -120,9 +104,16 @@ def sample(
         eps: final time; defaults to ``sde.sampling_eps``.
         x_T: start from this tensor instead of a prior draw.
         condition: a :class:`~scorekit.conditioning.Condition` (guidance, inpainting, colorization, composed).
-        generator: the ``torch.Generator`` every random draw uses.
+        generator: the ``torch.Generator`` every random draw uses (on any device: draws are made on its device and
+            moved), or a list of ``B`` generators, one per sample.
+        dtype: the model's dtype: ``score_fn`` is called with ``x`` in it and the samples are returned in it. The
+            prior draw, the time grid, the SDE coefficients and the solver state are in float32 (float64 when
+            ``dtype`` is float64), whatever ``dtype`` is (the numeric policy of :mod:`scorekit.numerics`).
         progress: ``True`` for a tqdm bar, or a callable wrapping the step iterable (a pipeline's progress bar).
-        callback: ``callback(i, t, x)`` after each step; may return a tensor that replaces ``x``.
+        callback: ``callback(i, t, x)`` after every step ``i`` of a fixed-step sampler, including the last; ``x`` is
+            what the next step uses (after the last step: the output, i.e. the noise-free mean for PC / ALD with
+            ``denoise``, or the input of the final Tweedie denoising for ODE / DDIM) and a returned tensor replaces
+            it. Adaptive ODE solvers do not call it (see :mod:`scorekit.numerics`).
         order: solver order of the few-step samplers: ``"dpmsolver++"`` 1 (= DDIM), 2 (2M, default) or 3 (3M);
             ``"dpmsolver++-singlestep"`` 1, 2 (2S) or 3 (3S, default); ``"sde-dpmsolver++"`` 1 (= DDIM with
             eta = 1) or 2; ``"dpmsolver-adaptive"`` 2 (DPM-Solver-12) or 3 (-23, default). See ``scorekit.samplers``.
@@ -134,7 +125,12 @@ def sample(
             ``s_tmin``/``s_tmax`` in units of ``sigma = std / alpha``); ``s_churn = 0`` is the deterministic Heun.
 
     Returns:
-        ``(x, info)``: samples of ``shape`` and a dict with ``nfe``, ``sampler`` and the settings used.
+        ``(x, info)``: samples of ``shape`` (in ``dtype``) and a dict with ``nfe``, ``sampler``, ``callback_steps``
+        (callback calls made) and the settings used.
+
+    Raises:
+        ValueError: on invalid arguments (before any work), or when a non-finite value appears: the message names
+            the step, or the model when its output was non-finite first.
     """
     check_choice("sampler", sampler, SAMPLERS)
     if callback is not None and not callable(callback):
@@ -160,23 +156,57 @@ def sample(
         settings["timesteps"] = check_timesteps(timesteps, sde, eps)
     if x_T is not None and not isinstance(x_T, torch.Tensor):
         raise TypeError(f"x_T must be a torch.Tensor of shape {shape}, got {type(x_T).__name__}")
+    state_dtype = compute_dtype(dtype)  # numeric policy: grid, coefficients and state in float32 / float64
     if x_T is None:
-        x = sde.prior_sampling(shape, generator=generator, dtype=dtype, device=device)
+        x = sde.prior_sampling(shape, generator=generator, dtype=state_dtype, device=device)
     elif tuple(x_T.shape) != shape:
         raise ValueError(f"x_T has shape {tuple(x_T.shape)} but shape={shape}")
     else:
-        x = x_T.to(dtype=dtype, device=device)
+        x = x_T.to(dtype=state_dtype, device=device)
     condition = condition if condition is not None else Condition()
     if not isinstance(condition, Condition):
         raise TypeError(f"condition must be a scorekit Condition, got {type(condition).__name__}")
     condition.bind(sde, x, generator)
-    counted = CountedScore(score_fn)
+    counted = CountedScore(score_fn, model_dtype=dtype)
+    hook = StepHook(counted.guard.start(sampler, _host_times(sde, sampler, steps, eps, settings)), callback)
     run = partial(_SAMPLER_FNS[sampler], score_fn=condition.wrap_score(counted), sde=sde, eps=eps,
-                  generator=generator, condition=condition, progress=progress, callback=callback)
+                  generator=generator, condition=condition, progress=progress, callback=hook)
     kwargs = dict(steps=steps, denoise=denoise, **settings)
     with torch.no_grad():  # no autograd graph across steps; guidance takes its gradient under enable_grad itself
-        x = condition.finalize(run(x, **kwargs))
-    return x, {"nfe": counted.nfe, "sampler": sampler, "eps": eps, **kwargs}
+        try:
+            x = condition.finalize(run(x, **kwargs))
+        except Exception:
+            counted.guard.check()  # a non-finite score behind a solver failure is reported as such
+            raise
+    counted.guard.end_step(x, None)
+    counted.guard.check()
+    return x.to(dtype), {"nfe": counted.nfe, "sampler": sampler, "eps": eps, "callback_steps": hook.calls, **kwargs}
+
+
+class StepHook:
+    """What every sampler loop calls after step ``i`` (as ``callback``): the deferred finiteness record of the step
+    (:class:`~scorekit.numerics.FiniteGuard`) and then the user's callback under the one callback rule
+    (:func:`~scorekit.numerics.apply_callback`). Returns the tensor the next step (or the output) uses."""
+
+    def __init__(self, guard: FiniteGuard, callback: Callable | None):
+        self.guard, self.callback, self.calls = guard, callback, 0
+
+    def __call__(self, i: int, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        self.guard.end_step(x, i)
+        self.calls += self.callback is not None
+        return apply_callback(self.callback, i, t, x)
+
+
+def _host_times(sde: SDE, sampler: str, steps: int, eps: float, settings: dict) -> list[float] | None:
+    """The grid as host floats (for error messages only; built once per run); ``None`` for adaptive solves."""
+    if sampler == "ode" and settings.get("method") not in FIXED_METHODS:
+        return None
+    if sampler == "ald":
+        levels = torch.linspace(sde.T, eps, steps, dtype=torch.float64).tolist()
+        return levels + levels[-1:]
+    if sampler in ("pc", "ode", "ddim"):
+        return time_grid(sde, steps, eps, torch.float64).tolist()
+    return None
 
 
 def _sampler_settings(sampler: str, *, predictor, corrector, snr, n_corrector_steps, probability_flow, method, rtol,
@@ -231,8 +261,13 @@ def _iterate(n: int, progress) -> Iterable[int]:
 
 
 def _after_step(i, t, x, callback):
-    out = callback(i, t, x) if callback is not None else None
-    return x if out is None else out
+    # every loop ends each step here: ``callback`` is sample()'s StepHook (finiteness record + the callback rule)
+    return apply_callback(callback, i, t, x)
+
+
+def _batch_grid(ts: torch.Tensor, batch: int) -> torch.Tensor:
+    """``(steps + 1, B)`` times built once per run: ``grid[i]`` is a view, no per-step tensor construction."""
+    return ts[:, None].expand(-1, batch).contiguous()
 
 
 def _pc(x, *, score_fn, sde, eps, generator, condition, progress, callback, steps, predictor, corrector, snr,
@@ -243,16 +278,20 @@ def _pc(x, *, score_fn, sde, eps, generator, condition, progress, callback, step
     if probability_flow:
         predictor_fn = partial(predictor_fn, probability_flow=True)
     ts = time_grid(sde, steps, eps, x.dtype, x.device)
+    tb = _batch_grid(ts, x.shape[0])
     x_mean = x
     for i in _iterate(steps, progress):
-        t, t_next = batch_time(ts[i], x.shape[0], x), batch_time(ts[i + 1], x.shape[0], x)
+        t, t_next = tb[i], tb[i + 1]
         for _ in range(n_corrector_steps):  # replacement after every Langevin step, not only the last
             x, x_mean = corrector_fn(x, t, score_fn, sde, generator, snr=snr, n_steps=1)
             x = condition.project(x, t, generator)
         x, x_pred_mean = predictor_fn(x, t, t_next, score_fn, sde, generator)
         x_mean = x_mean if predictor_fn is none_predictor else x_pred_mean  # corrector-only: keep Langevin's mean
         x, x_mean = condition.project(x, t_next, generator), condition.project_mean(x_mean, t_next)
-        x = _after_step(i, ts[i + 1], x, callback)
+        if denoise and i == steps - 1:  # the callback sees (and may replace) what is returned
+            x_mean = _after_step(i, ts[i + 1], x_mean, callback)
+        else:
+            x = _after_step(i, ts[i + 1], x, callback)
     return x_mean if denoise else x
 
 
@@ -261,16 +300,19 @@ def _ald(x, *, score_fn, sde, eps, generator, condition, progress, callback, ste
     """NCSN annealed Langevin dynamics (Song & Ermon 2019, Algorithm 1): step ``eps sigma_i^2 / sigma_L^2``."""
     levels = torch.linspace(sde.T, eps, steps, dtype=torch.float64).to(dtype=x.dtype, device=x.device)
     std_last = sde.marginal_coef(levels[-1:])[1]
+    tb = _batch_grid(levels, x.shape[0])
+    alphas = step_size * (sde.marginal_coef(tb)[1] / std_last) ** 2  # (steps, B), once per run
     x_mean = x
     for i in _iterate(steps, progress):
-        t = batch_time(levels[i], x.shape[0], x)
-        alpha = step_size * (sde.marginal_coef(t)[1] / std_last) ** 2
+        t, alpha = tb[i], alphas[i]
         for _ in range(n_corrector_steps):
             # x <- x + alpha/2 * score + sqrt(alpha) z
             x_mean = x + 0.5 * append_dims(alpha, x.ndim) * score_fn(x, t)
             x = condition.project(x_mean + append_dims(alpha.sqrt(), x.ndim) * randn_like(x, generator), t, generator)
+        if denoise and i == steps - 1:  # the callback sees (and may replace) what is returned
+            return _after_step(i, levels[i], condition.project_mean(x_mean, t), callback)
         x = _after_step(i, levels[i], x, callback)
-    return condition.project_mean(x_mean, levels[-1:].expand(x.shape[0])) if denoise else x
+    return x
 
 
 def _ode(x, *, score_fn, sde, eps, generator, condition, progress, callback, steps, method, rtol, atol, denoise):
@@ -283,10 +325,10 @@ def _ode(x, *, score_fn, sde, eps, generator, condition, progress, callback, ste
     if method in FIXED_METHODS:
         step = FIXED_STEPS[method]
         ts = time_grid(sde, steps, eps, x.dtype, x.device)
+        tb = _batch_grid(ts, x.shape[0])
         for i in _iterate(steps, progress):
-            t, t_next = batch_time(ts[i], x.shape[0], x), batch_time(ts[i + 1], x.shape[0], x)
-            x = _after_step(i, ts[i + 1], step(x, t, t_next, drift), callback)
-    else:
+            x = _after_step(i, ts[i + 1], step(x, tb[i], tb[i + 1], drift), callback)
+    else:  # adaptive: steps chosen by the error controller; the callback is not called (scorekit.numerics)
         x = odeint_adaptive(lambda t, y: drift(y, batch_time(t, y.shape[0], y)), x, sde.T, eps, method, rtol, atol)
     t_end = batch_time(eps, x.shape[0], x)
     x = condition.project_ode(x, t_end)
@@ -296,9 +338,10 @@ def _ode(x, *, score_fn, sde, eps, generator, condition, progress, callback, ste
 def _ddim(x, *, score_fn, sde, eps, generator, condition, progress, callback, steps, eta, denoise):
     """DDIM sampling (Song, Meng & Ermon 2021, eq. 12) on the uniform grid from T to eps."""
     ts = time_grid(sde, steps, eps, x.dtype, x.device)
+    tb = _batch_grid(ts, x.shape[0])
     project = condition.project if eta > 0 else (lambda x_, t_, g_: condition.project_ode(x_, t_))
     for i in _iterate(steps, progress):
-        t, t_next = batch_time(ts[i], x.shape[0], x), batch_time(ts[i + 1], x.shape[0], x)
+        t, t_next = tb[i], tb[i + 1]
         x, _ = ddim_step(project(x, t, generator), t, t_next, score_fn, sde, generator, eta=eta)
         x = _after_step(i, ts[i + 1], x, callback)
     t_end = batch_time(eps, x.shape[0], x)

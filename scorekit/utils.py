@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import torch
@@ -18,9 +18,11 @@ def append_dims(x: torch.Tensor, target_ndim: int) -> torch.Tensor:
     return x.reshape(x.shape + (1,) * missing)
 
 
-def batch_time(t: float | torch.Tensor, batch_size: int, like: torch.Tensor) -> torch.Tensor:
-    """Return ``t`` as a float tensor of shape ``(batch_size,)`` on ``like``'s device and dtype."""
-    t = torch.as_tensor(t, dtype=like.dtype, device=like.device)
+def batch_time(t: float | torch.Tensor, batch_size: int, like: torch.Tensor, dtype: torch.dtype | None = None
+               ) -> torch.Tensor:
+    """Return ``t`` as a float tensor of shape ``(batch_size,)`` on ``like``'s device, in ``dtype`` (default
+    ``like``'s)."""
+    t = torch.as_tensor(t, dtype=dtype or like.dtype, device=like.device)
     return t.expand(batch_size).clone() if t.ndim == 0 else t
 
 
@@ -48,6 +50,19 @@ def check_positive(name: str, value: float, *, integer: bool = False, allow_zero
         raise ValueError(f"{name} must be {bound}, got {value!r}")
 
 
+def check_count(name: str, value: Any, minimum: int = 1) -> int:
+    """The one validator of counts (``batch_size``, ``num_images``, ``--nrow``, ...): an integer >= ``minimum``.
+
+    ``name`` is what the user typed (an argument name, or a CLI flag such as ``--num-samples``). Returns the value
+    as an ``int``; raises a ValueError naming ``name``, the value given and what is accepted.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
 def check_finite(name: str, x: torch.Tensor, t: torch.Tensor | float | None = None) -> torch.Tensor:
     """Raise a ValueError when ``x`` holds NaN or inf (e.g. a diverging or broken score model)."""
     if not torch.isfinite(x).all():
@@ -61,13 +76,34 @@ def check_finite(name: str, x: torch.Tensor, t: torch.Tensor | float | None = No
 Generator = torch.Generator | list[torch.Generator] | None
 
 
-def randn(shape: tuple[int, ...], generator: Generator, dtype=torch.float32, device="cpu") -> torch.Tensor:
-    """Standard normal noise; a list of generators (diffusers' convention) draws row ``i`` from ``generator[i]``."""
+def _draw(draw: Callable, shape: tuple[int, ...], generator: Generator, dtype, device) -> torch.Tensor:
+    """Draw on the generator's device, then move (diffusers' convention); a list draws row ``i`` from
+    ``generator[i]``."""
     if isinstance(generator, (list, tuple)):
         if len(generator) != shape[0]:
             raise ValueError(f"generator is a list of {len(generator)} generators but the batch size is {shape[0]}")
-        return torch.cat([torch.randn((1, *shape[1:]), generator=g, dtype=dtype, device=device) for g in generator])
-    return torch.randn(shape, generator=generator, dtype=dtype, device=device)
+        return torch.cat([_draw(draw, (1, *shape[1:]), g, dtype, device) for g in generator])
+    where = device if generator is None else generator.device
+    return draw(shape, generator=generator, dtype=dtype, device=where).to(device)
+
+
+def randn(shape: tuple[int, ...], generator: Generator, dtype=torch.float32, device="cpu") -> torch.Tensor:
+    """Standard normal noise of ``shape`` on ``device`` (drawn on the generator's device; see :func:`_draw`)."""
+    return _draw(torch.randn, tuple(shape), generator, dtype, device)
+
+
+def rand(shape: tuple[int, ...], generator: Generator, dtype=torch.float32, device="cpu") -> torch.Tensor:
+    """Uniform ``U[0, 1)`` noise of ``shape`` on ``device`` (drawn on the generator's device)."""
+    return _draw(torch.rand, tuple(shape), generator, dtype, device)
+
+
+def rademacher(shape: tuple[int, ...], generator: Generator, dtype=torch.float32, device="cpu") -> torch.Tensor:
+    """Entries +-1 with probability 1/2 each, of ``shape`` on ``device`` (drawn on the generator's device)."""
+
+    def draw(shape_, generator, dtype, device):
+        return torch.randint(0, 2, shape_, generator=generator, device=device).to(dtype) * 2 - 1
+
+    return _draw(draw, tuple(shape), generator, dtype, device)
 
 
 def randn_like(x: torch.Tensor, generator: Generator) -> torch.Tensor:

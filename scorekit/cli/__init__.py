@@ -9,6 +9,10 @@ import argparse
 import importlib
 import sys
 
+from scorekit import __version__
+
+from .common import DefaultsOnceFormatter, check_cli_args
+
 # Subcommand modules of this package, in the order `scorekit --help` lists them.
 SUBCOMMANDS = ["sample", "inpaint", "colorize", "likelihood", "demo"]
 
@@ -19,17 +23,21 @@ def build_parser() -> argparse.ArgumentParser:
         description="Score-based SDE diffusion models (Song et al. 2021) on diffusers: sampling, likelihood and "
         "controllable generation.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in SUBCOMMANDS:
         importlib.import_module(f"{__name__}.{name}").register(subparsers)
+    for sub in subparsers.choices.values():  # every default shown once in --help
+        sub.formatter_class = DefaultsOnceFormatter
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        check_cli_args(args)  # counts, tolerances and --device, named as typed, before any work
         return args.func(args) or 0
-    except (ValueError, TypeError, FileNotFoundError) as err:
+    except (ValueError, TypeError, OSError) as err:  # OSError: unreadable / missing files
         print(f"scorekit {args.command}: error: {err}", file=sys.stderr)
         return 2
 

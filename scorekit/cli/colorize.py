@@ -21,7 +21,8 @@ def register(subparsers) -> None:
     p = add_image_command(
         subparsers, "colorize", help="colorize a gray PNG",
         description="Colorize an image (Song et al. 2021): samples are RGB images whose channel mean equals the "
-                    "gray input. A color input is made gray first. Images are resized to the model's size. The "
+                    "gray input. A color input is made gray first. The image must have the model's size (or pass "
+                    "--resize). The "
                     "output grid shows the gray input and --num-samples samples side by side.",
         image_help="input image (PNG, JPEG, ...), gray or color",
     )
@@ -32,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     from scorekit.pipelines import ScoreSDEColorizationPipeline
 
     pipe = load_pipeline(args.model, args.device, ScoreSDEColorizationPipeline)
-    gray = load_image(args.image, model_size(pipe), "L")
+    gray = load_image(args.image, model_size(pipe), "L", resize=args.resize)
     out = sample_pipeline(pipe, args, image=gray)
     save_grid(torch.cat([to_tensor(gray), out.images.cpu()]), args.out, nrow=args.num_samples + 1)
     print(f"wrote {args.out}: gray input and {args.num_samples} samples, NFE {out.nfe}")

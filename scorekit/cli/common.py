@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 
 import torch
@@ -10,13 +11,79 @@ import torch
 from scorekit.samplers import TIME_GRIDS
 from scorekit.sampling import SAMPLERS
 
+from ..utils import check_count, check_positive
+
+# Counts every subcommand may take, by argparse dest, with their smallest accepted value; checked by check_cli_args
+# (one validator, scorekit.utils.check_count) before any work, under the flag the user typed.
+COUNT_ARGS = {"batch_size": 1, "num_samples": 1, "nrow": 1, "steps": 1, "n_corrector_steps": 1, "num_probes": 1}
+POSITIVE_ARGS = ("snr", "rtol", "atol")
+NON_NEGATIVE_ARGS = ("eta",)
+IMAGE_ARGS = ("image", "mask", "images")  # input image files, checked readable before the model loads
+
+
+class DefaultsOnceFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Append ``(default: X)`` to a flag's help only when the help does not already state its default and the
+    default says something (not ``None``, ``False`` or suppressed)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, argparse.SUPPRESS) or action.nargs == 0:
+            return text
+        return super()._get_help_string(action)
+
+
+def flag(dest: str) -> str:
+    """The command-line spelling of an argparse ``dest`` (``num_samples`` -> ``--num-samples``)."""
+    return "--" + dest.replace("_", "-")
+
+
+def check_cli_args(args: argparse.Namespace) -> None:
+    """Validate the counts, tolerances and ``--device`` a subcommand was given; errors name the flag typed."""
+    for dest, minimum in COUNT_ARGS.items():
+        if getattr(args, dest, None) is not None:
+            check_count(flag(dest), getattr(args, dest), minimum)
+    for dest in POSITIVE_ARGS + NON_NEGATIVE_ARGS:
+        if getattr(args, dest, None) is not None:
+            check_positive(flag(dest), getattr(args, dest), allow_zero=dest in NON_NEGATIVE_ARGS)
+    if getattr(args, "device", None) is not None:
+        check_device(args.device)
+    for dest in IMAGE_ARGS:
+        paths = getattr(args, dest, None)
+        for path in [paths] if isinstance(paths, str) else paths or []:
+            open_image(path, flag(dest))
+
+
+def check_device(name: str) -> torch.device:
+    """``--device NAME`` as a torch device that exists on this machine, else a ValueError naming the flag."""
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"--device {name!r} is not a torch device name (e.g. cpu, cuda, cuda:1): {err}") from None
+    if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
+        raise ValueError(f"--device {name}: no such CUDA device here (torch.cuda.is_available() is "
+                         f"{torch.cuda.is_available()}, {torch.cuda.device_count()} device(s)); use --device cpu")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"--device {name}: MPS is not available on this machine; use --device cpu")
+    return device
+
+
+def require_component(path: str, component: str, option: str) -> None:
+    """Raise a one-line ValueError when the pipeline folder ``path`` has no ``component`` that ``option`` needs."""
+    index = os.path.join(path, "model_index.json")
+    if not os.path.isfile(index):
+        return  # a Hub id or a flat folder: the loader reports what is missing
+    with open(index) as f:
+        entry = json.load(f).get(component)
+    if not entry or entry[0] is None:
+        raise ValueError(f"{option} needs a pipeline with a {component}, but {index} lists none")
+
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, metavar="DIR",
                         help="pipeline folder (saved ScoreSDEPipeline, or laid out like google/ddpm-cifar10-32 or "
                              "google/ncsnpp-*) or a Hub repo id")
-    parser.add_argument("--device", default="cpu", help="torch device to run on (default: cpu)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed of the torch.Generator (default: 0)")
+    parser.add_argument("--device", default="cpu", help="torch device to run on")
+    parser.add_argument("--seed", type=int, default=0, help="random seed of the torch.Generator")
 
 
 def add_sampler_args(parser: argparse.ArgumentParser) -> None:
@@ -65,14 +132,37 @@ def load_pipeline(path: str, device: str = "cpu", pipeline_class=None):
     return pipe
 
 
-def load_image(path: str, size: tuple[int, int], mode: str = "RGB"):
-    """Open a PNG/JPEG as a PIL image of ``mode``, resized (bicubic) to ``size`` = (width, height) if needed."""
+def open_image(path: str, option: str):
+    """Open an image file fully, or raise a one-line error naming the flag (``--image``, ``--mask``, ...)."""
     import PIL.Image
 
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"no image file at {path!r}")
-    image = PIL.Image.open(path).convert(mode)
-    return image if image.size == size else image.resize(size, PIL.Image.BICUBIC)
+        raise FileNotFoundError(f"{option} {path}: no such file")
+    try:
+        with PIL.Image.open(path) as image:
+            image.load()
+            return image.copy()
+    except (OSError, SyntaxError, ValueError) as err:  # PIL.UnidentifiedImageError is an OSError
+        raise ValueError(f"{option} {path}: cannot read it as an image ({type(err).__name__}: {err})") from None
+
+
+def load_image(path: str, size: tuple[int, int], mode: str = "RGB", option: str = "--image", resize: bool = False):
+    """Open an image as a PIL image of ``mode`` at ``size`` = (width, height).
+
+    An image of another size is an error naming ``option``, unless ``resize`` (the ``--resize`` flag): then it is
+    resized (bicubic; nearest for masks, mode ``"1"``/``"L"`` under ``--mask``) and the resize is printed.
+    """
+    import PIL.Image
+
+    image = open_image(path, option).convert(mode)
+    if image.size == size:
+        return image
+    if not resize:
+        raise ValueError(f"{option} {path} is {image.size[0]}x{image.size[1]} pixels but the model takes "
+                         f"{size[0]}x{size[1]}; resize it, or pass --resize")
+    method = PIL.Image.NEAREST if option == "--mask" else PIL.Image.BICUBIC
+    print(f"resized {option} {path} from {image.size[0]}x{image.size[1]} to {size[0]}x{size[1]} (--resize)")
+    return image.resize(size, method)
 
 
 def model_size(pipe) -> tuple[int, int]:
@@ -107,6 +197,8 @@ def add_image_command(subparsers, name: str, help: str, description: str, image_
     p.add_argument("--image", required=True, help=image_help)
     p.add_argument("--num-samples", type=int, default=4, help="number of samples")
     p.add_argument("--out", default=f"{name}.png", help="output PNG grid")
+    p.add_argument("--resize", action="store_true",
+                   help="resize inputs of another size to the model's (reported); without it they are an error")
     return p
 
 

@@ -9,7 +9,7 @@ import torch
 
 from ..likelihood import PROBES
 from ..ode import ADAPTIVE_METHODS
-from .common import add_model_args, load_pipeline
+from .common import add_model_args, load_pipeline, open_image
 
 
 def register(subparsers) -> None:
@@ -39,8 +39,6 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     pipe = load_pipeline(args.model, args.device)
     images = load_images(pipe, args.images)
     generator = torch.Generator(device=args.device).manual_seed(args.seed)
@@ -57,18 +55,17 @@ def run(args: argparse.Namespace) -> int:
 
 def load_images(pipe, paths: list[str]) -> list:
     """Open 8-bit images at the model's size as PIL images of the model's channel count (L or RGB)."""
-    import PIL.Image
-
     size = pipe.unet.config.sample_size
     height, width = (size, size) if isinstance(size, int) else tuple(size)
     images = []
     for path in paths:
-        with PIL.Image.open(path) as im:
-            if im.size != (width, height):
-                raise ValueError(f"{path}: image is {im.size[0]}x{im.size[1]} but the model takes {width}x{height}")
-            if im.mode not in ("1", "L", "P", "RGB", "RGBA"):
-                raise ValueError(f"{path}: mode {im.mode!r} is not 8-bit (accepted: 1, L, P, RGB, RGBA)")
-            images.append(im.convert("L" if pipe.unet.config.in_channels == 1 else "RGB"))
+        im = open_image(path, "--images")
+        if im.size != (width, height):
+            raise ValueError(f"--images {path}: image is {im.size[0]}x{im.size[1]} but the model takes "
+                             f"{width}x{height}")
+        if im.mode not in ("1", "L", "P", "RGB", "RGBA"):
+            raise ValueError(f"--images {path}: mode {im.mode!r} is not 8-bit (accepted: 1, L, P, RGB, RGBA)")
+        images.append(im.convert("L" if pipe.unet.config.in_channels == 1 else "RGB"))
     return images
 
 

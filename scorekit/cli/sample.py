@@ -7,7 +7,7 @@ import time
 
 import torch
 
-from .common import add_model_args, add_sampler_args, load_pipeline, sampler_overrides, save_grid
+from .common import add_model_args, add_sampler_args, load_pipeline, require_component, sampler_overrides, save_grid
 
 
 def register(subparsers) -> None:
@@ -35,6 +35,7 @@ def run(args: argparse.Namespace) -> int:
     if args.class_label is not None:
         from scorekit.pipelines import ScoreSDEClassConditionalPipeline
 
+        require_component(args.model, "classifier", "--class-label")
         pipe = load_pipeline(args.model, args.device, ScoreSDEClassConditionalPipeline)
         labels = args.class_label * args.batch_size if len(args.class_label) == 1 else args.class_label
         kwargs.update(class_labels=labels, guidance_scale=args.guidance_scale)

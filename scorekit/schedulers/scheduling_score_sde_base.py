@@ -14,6 +14,7 @@ import torch
 from diffusers.configuration_utils import ConfigMixin
 from diffusers.schedulers.scheduling_utils import SchedulerMixin, SchedulerOutput
 
+from ..numerics import compute_dtype
 from ..sampling import time_grid
 from ..score import PARAMETERIZATIONS, model_time_input, output_to_score
 from ..sde import SDE, SDES, get_sde
@@ -197,15 +198,23 @@ class ScoreSDESchedulerBase(SchedulerMixin, ConfigMixin):
         return output_to_score(model_output, t, self.sde, self.config.prediction_type)
 
     def _step_inputs(self, model_output, timestep, sample):
-        """``(score_fn, t)`` for one step: the model output as a constant score function and ``t`` of shape (B,)."""
-        t = batch_time(timestep, sample.shape[0], sample)
-        score = output_to_score(model_output, t, self.step_sde, self.config.prediction_type)
+        """``(score_fn, t)`` for one step: the model output as a constant score function and ``t`` of shape (B,).
+
+        Numeric policy (:mod:`scorekit.numerics`): ``t``, the coefficients and the score are in the compute dtype
+        (float32, float64 for float64 samples), whatever the sample's dtype; :meth:`_output` casts the step's result
+        back to the sample's dtype.
+        """
+        dtype = compute_dtype(sample.dtype)
+        t = batch_time(timestep, sample.shape[0], sample, dtype=dtype)
+        score = output_to_score(model_output.to(dtype), t, self.step_sde, self.config.prediction_type)
         if self.config.get("clip_sample", False):
-            score = clip_denoised_score(score, sample, t, self.step_sde, self.data_range)
+            score = clip_denoised_score(score, sample.to(dtype), t, self.step_sde, self.data_range)
         return (lambda *_: score), t
 
     @staticmethod
-    def _output(x: torch.Tensor, x_mean: torch.Tensor, return_dict: bool):
+    def _output(x: torch.Tensor, x_mean: torch.Tensor, return_dict: bool, like: torch.Tensor | None = None):
+        if like is not None:
+            x, x_mean = x.to(like.dtype), x_mean.to(like.dtype)
         return ScoreSDESchedulerOutput(prev_sample=x, prev_sample_mean=x_mean) if return_dict else (x, x_mean)
 
     def scale_model_input(self, sample: torch.Tensor, timestep=None) -> torch.Tensor:

@@ -117,22 +117,23 @@ class ScoreSDEODEScheduler(FewStepSchedulerMixin, ScoreSDESchedulerBase):
     ) -> ScoreSDESchedulerOutput | tuple:
         """One solver stage given the raw model output at ``(sample, timestep)``; see the class docstring."""
         if self.config.solver in STEPPED:
-            return self._output(*self._few_step_step(model_output, sample, generator), return_dict)
+            return self._output(*self._few_step_step(model_output, sample, generator), return_dict, sample)
         score_fn, t = self._step_inputs(model_output, timestep, sample)
+        like, sample = sample, sample.to(t.dtype)  # the step runs in the compute dtype, its output in sample's
         if self._heun_state is not None:  # Heun correction stage (trapezoid of the two drifts)
             x0, d0, t0 = self._heun_state
             self._heun_state = None
             x = x0 + 0.5 * (d0 + pf_ode_drift(sample, t, score_fn, self.sde)) * append_dims(t - t0, x0.ndim)
-            return self._output(x, x, return_dict)
+            return self._output(x, x, return_dict, like)
         t_next = batch_time(self.next_timestep(timestep), sample.shape[0], sample)
         if self.config.solver == "ddim":
             return self._output(*ddim_step(sample, t, t_next, score_fn, self.step_sde, generator, eta=self.config.eta),
-                                return_dict)
+                                return_dict, like)
         d = pf_ode_drift(sample, t, score_fn, self.sde)
         x = sample + d * append_dims(t_next - t, sample.ndim)  # Euler step of eq. 13
         if self.config.solver == "heun":
             self._heun_state = (sample, d, t)
-        return self._output(x, x, return_dict)
+        return self._output(x, x, return_dict, like)
 
     def sample_kwargs(self) -> dict[str, Any]:
         c = self.config

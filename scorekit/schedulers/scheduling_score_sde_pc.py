@@ -91,8 +91,9 @@ class ScoreSDEPCScheduler(ScoreSDESchedulerBase):
             return_dict: return a ``ScoreSDESchedulerOutput`` instead of a tuple.
         """
         score_fn, t = self._step_inputs(model_output, timestep, sample)
-        t_next = batch_time(self.next_timestep(timestep), sample.shape[0], sample)
-        return self._output(*self._predictor(sample, t, t_next, score_fn, self.step_sde, generator), return_dict)
+        t_next = batch_time(self.next_timestep(timestep), sample.shape[0], t)
+        x = sample.to(t.dtype)
+        return self._output(*self._predictor(x, t, t_next, score_fn, self.step_sde, generator), return_dict, sample)
 
     def step_correct(
         self,
@@ -104,8 +105,9 @@ class ScoreSDEPCScheduler(ScoreSDESchedulerBase):
     ) -> ScoreSDESchedulerOutput | tuple:
         """One corrector (Langevin) step at ``timestep`` given the raw model output at ``(sample, timestep)``."""
         score_fn, t = self._step_inputs(model_output, timestep, sample)
-        x, x_mean = self._corrector(sample, t, score_fn, self.step_sde, generator, snr=self.config.snr, n_steps=1)
-        return self._output(x, x_mean, return_dict)
+        x, x_mean = self._corrector(sample.to(t.dtype), t, score_fn, self.step_sde, generator, snr=self.config.snr,
+                                    n_steps=1)
+        return self._output(x, x_mean, return_dict, sample)
 
     def sample_kwargs(self) -> dict[str, Any]:
         c = self.config
