@@ -73,9 +73,10 @@ images = {usage}.images
 """
 
 
-def command_line() -> str:
-    """The command that started this process (``accelerate launch`` is seen as the script and its flags)."""
-    return " ".join(shlex.quote(a) for a in [os.path.basename(sys.executable), *sys.argv])
+def command_line(argv: list[str] | None = None) -> str:
+    """The training command: ``argv``, or the one that started this process (``accelerate launch`` shows as the
+    script and its flags)."""
+    return " ".join(shlex.quote(a) for a in (argv or ["python", *sys.argv]))
 
 
 def push_folder(folder: str, hub_model_id: str, hub_token: str | None) -> str:

@@ -198,13 +198,15 @@ def _export(args, unet, ema, sched_kwargs, num_classes, last_loss, step) -> None
              "batch size": args.train_batch_size, "EMA": args.ema_max_decay if args.use_ema else "no",
              "final training loss": f"{last_loss:.5f}"}
     with open(os.path.join(args.output_dir, "README.md"), "w") as f:
-        f.write(model_card(kind, command_line(), facts))
+        f.write(model_card(kind, getattr(args, "command_line", None) or command_line(), facts))
     if args.push_to_hub:
         push_folder(args.output_dir, args.hub_model_id, args.hub_token)
 
 
 def main(argv: list[str] | None = None) -> dict:
-    return train(build_parser().parse_args(argv))
+    args = build_parser().parse_args(argv)
+    args.command_line = command_line(None if argv is None else ["train_score.py", *argv])
+    return train(args)
 
 
 if __name__ == "__main__":
