@@ -13,13 +13,10 @@ exactly where its last checkpoint left it.
 from __future__ import annotations
 
 import argparse
-import math
 import os
-import time
 
 import torch
 
-from scorekit.training.checkpoint import GeneratorState, resolve_resume, save_checkpoint
 from scorekit.training.config import (
     build_parser,
     build_sde,
@@ -30,26 +27,8 @@ from scorekit.training.config import (
 )
 from scorekit.training.data import dataset_from_args
 from scorekit.training.export import build_pipeline, command_line, model_card, push_folder, sample_grid
+from scorekit.training.loop import fit, make_accelerator, setup_run
 from scorekit.training.losses import ddpm_loss, dsm_loss, smld_loss, unet_model_fn
-
-
-def make_accelerator(args: argparse.Namespace):
-    """The Accelerator: mixed precision, accumulation, a seedable (resumable, process-sharded) data order."""
-    from accelerate import Accelerator, DataLoaderConfiguration
-    from accelerate.utils import ProjectConfiguration
-
-    log_with = args.logger
-    if log_with == "auto":
-        import importlib.util
-
-        log_with = "tensorboard" if importlib.util.find_spec("tensorboard") else "none"
-    return Accelerator(
-        gradient_accumulation_steps=args.gradient_accumulation_steps, mixed_precision=args.mixed_precision,
-        log_with=None if log_with == "none" else log_with,
-        project_config=ProjectConfiguration(project_dir=args.output_dir,
-                                            logging_dir=os.path.join(args.output_dir, args.logging_dir)),
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=args.seed),
-    )
 
 
 def make_loss_fn(args: argparse.Namespace, sde, num_classes: int | None):
@@ -88,85 +67,36 @@ def make_ema(args: argparse.Namespace, unet):
 def train(args: argparse.Namespace) -> dict:
     """Run training as the flags say; returns ``{"final_loss", "steps", "output_dir", "images_per_second"}``."""
     from accelerate.utils import set_seed
-    from diffusers.optimization import get_scheduler
-    from tqdm.auto import tqdm
 
     validate_score_args(args)
     dataset, num_classes, channels, resolution = dataset_from_args(args)  # data errors before any step
     sde = build_sde(args)
     set_seed(args.seed)
     unet = build_unet(args, channels, resolution)
-    accelerator = make_accelerator(args)
-    resume = resolve_resume(args.output_dir, args.resume_from_checkpoint)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=args.train_batch_size, shuffle=True, drop_last=True,
-                                         num_workers=args.dataloader_num_workers)
-    if len(loader) == 0:
-        raise ValueError(f"--train_batch_size={args.train_batch_size} is larger than the dataset ({len(dataset)})")
-    optimizer = torch.optim.AdamW(unet.parameters(), lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2),
-                                  weight_decay=args.adam_weight_decay, eps=args.adam_epsilon)
-    steps_per_epoch = math.ceil(math.ceil(len(loader) / accelerator.num_processes) / args.gradient_accumulation_steps)
-    max_steps = args.max_train_steps or args.num_epochs * steps_per_epoch
-    lr_scheduler = get_scheduler(args.lr_scheduler, optimizer,
-                                 num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
-                                 num_training_steps=max_steps * accelerator.num_processes)
-    unet, optimizer, loader, lr_scheduler = accelerator.prepare(unet, optimizer, loader, lr_scheduler)
-    generator = torch.Generator(device=accelerator.device).manual_seed(args.seed * 1000 + accelerator.process_index)
-    accelerator.register_for_checkpointing(GeneratorState(generator))
-    ema = make_ema(args, accelerator.unwrap_model(unet)) if args.use_ema else None
-    if ema is not None:
-        ema.to(accelerator.device)
-        accelerator.register_for_checkpointing(ema)
-    step = 0
-    if resume is not None:
-        accelerator.load_state(resume[0])
-        step = resume[1]
-    if accelerator.is_main_process:
-        os.makedirs(args.output_dir, exist_ok=True)
-        accelerator.init_trackers("train_score", config={k: v for k, v in vars(args).items()
-                                                         if isinstance(v, (int, float, str, bool))})
-    loss_fn = make_loss_fn(args, sde, num_classes)
+    accelerator = make_accelerator(args, "train_score")
+    holder = {}
+
+    def ema_state(model) -> list:
+        holder["ema"] = make_ema(args, model)
+        holder["ema"].to(accelerator.device)
+        return [holder["ema"]]
+
+    run = setup_run(args, accelerator, unet, dataset, ema_state if args.use_ema else None)
+    ema = holder.get("ema")
     sched_kwargs = scheduler_config(args, data_range_for(args.sde))
-    bar = tqdm(total=max_steps, initial=step, disable=not accelerator.is_main_process or args.no_progress,
-               desc="train_score")
-    epoch, skip = divmod(step * args.gradient_accumulation_steps, len(loader))
-    last_loss, images_seen, start = float("nan"), 0, time.perf_counter()
-    while step < max_steps:
-        loader.set_epoch(epoch)
-        batches = accelerator.skip_first_batches(loader, skip) if skip else loader
-        for batch in batches:
-            with accelerator.accumulate(unet):
-                loss = loss_fn(unet, batch, generator)
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and args.max_grad_norm > 0:
-                    accelerator.clip_grad_norm_(unet.parameters(), args.max_grad_norm)
-                optimizer.step()
-                lr_scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-            images_seen += batch["images"].shape[0] * accelerator.num_processes
-            if not accelerator.sync_gradients:
-                continue
-            if ema is not None:
-                ema.step(unet.parameters())
-            step += 1
-            last_loss = loss.detach().item()
-            bar.update(1)
-            bar.set_postfix(loss=f"{last_loss:.4f}")
-            accelerator.log({"loss": last_loss, "lr": lr_scheduler.get_last_lr()[0]}, step=step)
-            if step % args.checkpointing_steps == 0 or step == max_steps:
-                save_checkpoint(accelerator, args.output_dir, step, args.checkpoints_total_limit)
-            if args.save_images_steps and step % args.save_images_steps == 0 and accelerator.is_main_process:
-                _save_samples(args, accelerator.unwrap_model(unet), ema, sched_kwargs, num_classes, step)
-            if step >= max_steps:
-                break
-        epoch, skip = epoch + 1, 0
-    seconds = time.perf_counter() - start
-    bar.close()
-    accelerator.wait_for_everyone()
+
+    def after_update(step: int) -> None:
+        if ema is not None:
+            ema.step(run.model.parameters())
+        if args.save_images_steps and step % args.save_images_steps == 0 and accelerator.is_main_process:
+            _save_samples(args, accelerator.unwrap_model(run.model), ema, sched_kwargs, num_classes, step)
+
+    result = fit(run, args, make_loss_fn(args, sde, num_classes), after_update, desc="train_score")
     if accelerator.is_main_process:
-        _export(args, accelerator.unwrap_model(unet), ema, sched_kwargs, num_classes, last_loss, step)
+        _export(args, accelerator.unwrap_model(run.model), ema, sched_kwargs, num_classes, result["final_loss"],
+                result["steps"])
     accelerator.end_training()
-    return {"final_loss": last_loss, "steps": step, "output_dir": args.output_dir,
-            "images_per_second": images_seen / max(seconds, 1e-9)}
+    return {**result, "output_dir": args.output_dir}
 
 
 def _ema_unet(unet, ema):
