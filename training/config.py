@@ -67,6 +67,8 @@ def add_common_flags(p: argparse.ArgumentParser) -> None:
                    help="auto: tensorboard when installed")
     c.add_argument("--logging_dir", default="logs")
     c.add_argument("--no_progress", action="store_true", help="no tqdm bar")
+    c.add_argument("--trace_data", action="store_true",
+                   help="write data_trace_<rank>.json (batch and final-weight digests per process)")
     c.add_argument("--push_to_hub", action="store_true")
     c.add_argument("--hub_model_id", default=None)
     c.add_argument("--hub_token", default=None)

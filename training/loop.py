@@ -13,6 +13,8 @@ RNG inside the data loader and are not covered by this guarantee.
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import math
 import os
 import time
@@ -108,6 +110,7 @@ def fit(run: TrainingRun, args: argparse.Namespace, loss_fn: Callable, after_upd
     bar = tqdm(total=run.max_steps, initial=step, disable=not acc.is_main_process or args.no_progress, desc=desc)
     epoch, skip = divmod(step * args.gradient_accumulation_steps, len(run.loader))
     last_loss, images, start = float("nan"), 0, time.perf_counter()
+    trace = [] if getattr(args, "trace_data", False) else None
     while step < run.max_steps:
         run.loader.set_epoch(epoch)
         for batch in acc.skip_first_batches(run.loader, skip) if skip else run.loader:
@@ -120,6 +123,8 @@ def fit(run: TrainingRun, args: argparse.Namespace, loss_fn: Callable, after_upd
                 run.lr_scheduler.step()
                 run.optimizer.zero_grad(set_to_none=True)
             images += batch["images"].shape[0] * acc.num_processes
+            if trace is not None:
+                trace.append(_digest(batch["images"]))
             if not acc.sync_gradients:
                 continue
             step += 1
@@ -137,4 +142,17 @@ def fit(run: TrainingRun, args: argparse.Namespace, loss_fn: Callable, after_upd
     seconds = time.perf_counter() - start
     bar.close()
     acc.wait_for_everyone()
+    if trace is not None:
+        _write_trace(args.output_dir, acc.process_index, trace, acc.unwrap_model(run.model))
     return {"final_loss": last_loss, "steps": step, "images_per_second": images / max(seconds, 1e-9)}
+
+
+def _digest(x: torch.Tensor) -> str:
+    return hashlib.sha1(x.detach().cpu().contiguous().numpy().tobytes()).hexdigest()[:16]
+
+
+def _write_trace(output_dir: str, rank: int, batches: list[str], model: torch.nn.Module) -> None:
+    """``--trace_data``: this process's batch digests and final-weight digest, for multi-process checks."""
+    weights = torch.cat([p.detach().reshape(-1).cpu() for p in model.parameters()])
+    with open(os.path.join(output_dir, f"data_trace_{rank}.json"), "w") as f:
+        json.dump({"batches": batches, "weights": _digest(weights)}, f)
