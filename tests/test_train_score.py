@@ -107,3 +107,16 @@ def test_push_to_hub_uploads_the_pipeline_folder(tmp_path, monkeypatch):
     assert calls["repo"] == "someone/digits" and calls["token"] == "secret"
     assert {"model_index.json", "unet", "scheduler", "README.md"} <= set(calls["files"])
     assert "checkpoint-*" in calls["ignore"]
+
+
+def test_scorekit_train_cli(tmp_path, capsys):
+    from scorekit.cli import main
+
+    out = str(tmp_path / "cli")
+    assert main(["train", *TINY, "--output_dir", out, "--max_train_steps", "1"]) == 0
+    assert "final loss" in capsys.readouterr().out and os.path.isfile(os.path.join(out, "model_index.json"))
+    assert main(["train", *TINY, "--output_dir", out, "--sde", "nope"]) == 2
+    assert "--sde='nope'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train-classifier", "--help"])
+    assert "--score_model" in capsys.readouterr().out

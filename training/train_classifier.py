@@ -28,8 +28,17 @@ SDE_RECORD = "scorekit_sde.json"
 T_BANDS = ((0.0, 0.1), (0.1, 0.3), (0.3, 0.6), (0.6, 1.0))
 
 
+DESCRIPTION = "Train a noise-conditional time classifier for classifier guidance, with accelerate."
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Train a noise-conditional classifier for classifier guidance.")
+    p = argparse.ArgumentParser(description=DESCRIPTION)
+    add_classifier_flags(p)
+    return p
+
+
+def add_classifier_flags(p: argparse.ArgumentParser) -> None:
+    """Every flag of ``train_classifier.py`` (also the ``scorekit train-classifier`` subcommand)."""
     add_common_flags(p)
     m = p.add_argument_group("classifier")
     m.add_argument("--score_model", default=None, help="pipeline folder whose SDE / data range / time input to use")
@@ -40,7 +49,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="default: fourier for sigma-parameterized score models, else positional")
     m.add_argument("--train_eps", type=float, default=1e-5)
     m.add_argument("--eval_samples", type=int, default=512, help="images per band in the final accuracy table")
-    return p
 
 
 def load_scheduler(args: argparse.Namespace):
