@@ -45,7 +45,7 @@ from scorekit.training import losses
 class MLP(nn.Module):
     """``(x, c) -> (B, 2)`` with ``c`` a per-sample conditioning scalar (time or log sigma) or none."""
 
-    def __init__(self, conditional: bool, width: int = 128):
+    def __init__(self, conditional: bool, width: int = 64):
         super().__init__()
         self.conditional = conditional
         self.net = nn.Sequential(nn.Linear(2 + 16 * conditional, width), nn.SiLU(), nn.Linear(width, width), nn.SiLU(),
@@ -65,12 +65,12 @@ def mixture(sde) -> GaussianMixtureScore:
 
 
 def train(model: nn.Module, loss_fn, data: GaussianMixtureScore, steps: int, seed: int) -> nn.Module:
-    """Adam on fresh batches of 512 exact draws; ``loss_fn(model, x, generator) -> scalar``."""
+    """Adam on fresh batches of 256 exact draws; ``loss_fn(model, x, generator) -> scalar``."""
     g = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     for _ in range(steps):
-        x, _ = data.sample(512, g)
+        x, _ = data.sample(256, g)
         loss = loss_fn(model, x.float(), g)
         opt.zero_grad()
         loss.backward()
@@ -111,7 +111,7 @@ def fit_all(steps: int, seed: int):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--train-steps", type=int, default=2000, help="Adam steps per model")
+    parser.add_argument("--train-steps", type=int, default=1500, help="Adam steps per model")
     parser.add_argument("--num-samples", type=int, default=2000, help="samples per sampler")
     parser.add_argument("--seed", type=int, default=0, help="random seed")
     parser.add_argument("--out", default="toy_2d.png", help="output PNG")
