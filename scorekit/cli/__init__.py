@@ -14,7 +14,7 @@ from scorekit import __version__
 from .common import DefaultsOnceFormatter, check_cli_args
 
 # Subcommand modules of this package, in the order `scorekit --help` lists them.
-SUBCOMMANDS = ["sample", "inpaint", "colorize", "likelihood", "demo"]
+SUBCOMMANDS = ["sample", "inpaint", "colorize", "likelihood", "demo", "train", "train_classifier"]
 
 
 def build_parser() -> argparse.ArgumentParser:
