@@ -361,4 +361,4 @@ def test_cli_reports_bad_images(tmp_path, capsys):
     assert main(["likelihood", "--model", model, "--images", big]) == 2
     assert "16x16 but the model takes 8x8" in capsys.readouterr().err
     assert main(["likelihood", "--model", model, "--images", *_write_pngs(tmp_path, 1), "--num-probes", "0"]) == 2
-    assert "num_probes" in capsys.readouterr().err
+    assert "--num-probes" in capsys.readouterr().err

@@ -208,6 +208,12 @@ def build_unet(args: argparse.Namespace, channels: int, resolution: int):
     config.update(sample_size=resolution, in_channels=channels, out_channels=channels)
     if args.num_class_embeds:
         config["num_class_embeds"] = args.num_class_embeds + 1
+    if args.prediction_type == "sigma":  # NCSN++ convention: Fourier embedding of sigma, output divided by sigma
+        config.setdefault("time_embedding_type", "fourier")
+    if (config.get("time_embedding_type", "positional") == "fourier") != (args.prediction_type == "sigma"):
+        raise ValueError(f"--prediction_type={args.prediction_type!r} needs a UNet with time_embedding_type "
+                         f"{'fourier' if args.prediction_type == 'sigma' else 'positional'!r}; the model config has "
+                         f"{config.get('time_embedding_type', 'positional')!r}")
     factor = 2 ** (len(config.get("block_out_channels", (0, 0, 0, 0))) - 1)
     if resolution % factor:
         raise ValueError(f"--resolution={resolution} cannot pass the UNet's {factor}x downsampling: use a multiple "
