@@ -12,6 +12,7 @@ import torch
 from diffusers import DiffusionPipeline
 from diffusers.image_processor import VaeImageProcessor
 
+from scorekit.models.shipped import is_shipped_name, shipped_model_path
 from scorekit.sampling import SAMPLERS, sample
 from scorekit.schedulers import ScoreSDEODEScheduler, ScoreSDEPCScheduler, ScoreSDESchedulerBase
 from scorekit.score import model_score_fn
@@ -56,13 +57,16 @@ class ScoreSDEPipeline(LikelihoodMixin, DiffusionPipeline):
     # --- loading ---------------------------------------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs):
-        """Load from a folder or Hub repo id; also reads flat repos (``config.json`` and ``scheduler_config.json``
+        """Load from a folder, a shipped short name (``"scorekit/digits"``, see :mod:`scorekit.models.shipped`) or a
+        Hub repo id; also reads flat repos (``config.json`` and ``scheduler_config.json``
         beside ``model_index.json``, as google/ddpm-cifar10-32 and google/ncsnpp-* are laid out).
 
         A Hub id is downloaded first and loaded as a local folder, which avoids diffusers' lookup of custom
         scheduler code in the repo (diffusers issue #5553).
         """
         path = str(pretrained_model_name_or_path)
+        if is_shipped_name(path):  # "scorekit/digits": a checkpoint bundled with the package, never downloaded
+            path = shipped_model_path(path)
         if not os.path.isdir(path):
             if path.startswith((os.sep, ".", "~")) or path.count("/") > 1 or os.path.exists(path):
                 raise FileNotFoundError(f"pretrained_model_name_or_path={path!r} is not a pipeline folder")
