@@ -94,8 +94,10 @@ class ScoreSDEPipeline(LikelihoodMixin, DiffusionPipeline):
         return self.scheduler.sde
 
     def score_fn(self) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-        """The network as a ``score_fn(x, t)`` under the scheduler's parameterization."""
-        return model_score_fn(self.unet, self.sde, self.scheduler.config.prediction_type)
+        """The network as a ``score_fn(x, t)`` under the scheduler's parameterization (the unconditional score
+        ``s(x, t, null)`` of a class-conditional UNet, see :func:`null_class_label`)."""
+        return model_score_fn(labelled_unet(self.unet, null_class_label(self.unet)), self.sde,
+                              self.scheduler.config.prediction_type)
 
     def sample_shape(self, batch_size: int) -> tuple[int, ...]:
         size = self.unet.config.sample_size
@@ -208,6 +210,28 @@ class ScoreSDEPipeline(LikelihoodMixin, DiffusionPipeline):
         if not return_dict:
             return images, info["nfe"]
         return ScoreSDEPipelineOutput(images=images, nfe=info["nfe"])
+
+
+def null_class_label(unet) -> int | None:
+    """The "no class" label of a class-conditional UNet trained with label dropout, or None for an unconditional one.
+
+    scorekit's trainer builds ``UNet2DModel(num_class_embeds=K + 1)`` for K classes: labels ``0..K-1`` are the
+    classes and ``K`` (the last embedding) is the null label that gives the unconditional score.
+    """
+    n = getattr(getattr(unet, "config", None), "num_class_embeds", None)
+    return None if n is None else int(n) - 1
+
+
+def labelled_unet(unet, labels: int | torch.Tensor | None) -> Callable:
+    """``unet(x, timestep)`` with ``class_labels`` fixed (an int for every sample, or a ``(B,)`` tensor)."""
+    if labels is None:
+        return unet
+
+    def model(x: torch.Tensor, timestep: torch.Tensor):
+        y = labels if isinstance(labels, torch.Tensor) else torch.full((x.shape[0],), labels, dtype=torch.long)
+        return unet(x, timestep, class_labels=y.to(x.device))
+
+    return model
 
 
 def _load_flat_scheduler(path: str):

@@ -6,51 +6,135 @@ sampler, so every sampler (PC, PF-ODE, DDIM, ALD) works with every conditioner.
 
 from __future__ import annotations
 
+import math
+
 import PIL.Image
 import torch
 from diffusers.image_processor import VaeImageProcessor
 from diffusers.utils import logging
 
 from scorekit.conditioning import ClassifierGuidance, Colorize, Compose, Inpaint
+from scorekit.conditioning.guidance import as_labels
 from scorekit.models import classifier_log_prob_fn
+from scorekit.score import model_score_fn
 
-from .pipeline_score_sde import ScoreSDEPipeline, ScoreSDEPipelineOutput
+from .pipeline_score_sde import ScoreSDEPipeline, ScoreSDEPipelineOutput, labelled_unet, null_class_label
 
 logger = logging.get_logger(__name__)
 
 
 class ScoreSDEClassConditionalPipeline(ScoreSDEPipeline):
-    """Class-conditional sampling by classifier guidance: ``score + guidance_scale * grad_x log p_t(y | x)``.
+    """Class-conditional sampling by classifier-free or classifier guidance.
+
+    The kind of conditioning follows from the saved components (:attr:`conditioning`):
+
+    - ``"classifier-free"``: the UNet has class embeddings (``unet.config.num_class_embeds = K + 1``, the last one the
+      null label of label dropout, see :func:`null_class_label`); the score is
+      ``s(x, t) + w (s(x, t, y) - s(x, t))`` with ``w = guidance_scale`` (1 = the plain conditional model, 0 = the
+      unconditional one), one batched network call per step;
+    - ``"classifier"``: an unconditional UNet and a noise-conditional ``classifier`` (``model_index.json`` records
+      it); the score is ``s(x, t) + w grad_x log p_t(y | x)``.
+
+    A class-conditional UNet that also holds a classifier adds the classifier term with ``classifier_scale``.
 
     Args:
-        unet: the unconditional score network.
+        unet: the score network.
         scheduler: a scorekit scheduler (or a DDPM / DDIM / ScoreSdeVe one, converted).
-        classifier: a noise-conditional :class:`~scorekit.models.TimeClassifierModel` ``(x_t, t) -> logits``.
+        classifier: a noise-conditional :class:`~scorekit.models.TimeClassifierModel` ``(x_t, t) -> logits``, or
+            None for a class-conditional UNet.
     """
 
     model_cpu_offload_seq = "classifier->unet"
+    _optional_components = ["classifier"]
 
-    def __init__(self, unet, scheduler, classifier):
+    def __init__(self, unet, scheduler, classifier=None):
         super().__init__(unet=unet, scheduler=scheduler)
         self.register_modules(classifier=classifier)
+        self._labels, self._scale = None, 1.0
+
+    @property
+    def conditioning(self) -> str:
+        """``"classifier-free"``, ``"classifier"`` or ``"none"`` (neither class embeddings nor a classifier)."""
+        if null_class_label(self.unet) is not None:
+            return "classifier-free"
+        return "classifier" if getattr(self, "classifier", None) is not None else "none"
+
+    def score_fn(self):
+        """The classifier-free guided score while a CFG call runs; otherwise the unconditional score."""
+        if self._labels is None:
+            return super().score_fn()
+        return cfg_score_fn(self.unet, self.sde, self.scheduler.config.prediction_type, self._labels,
+                            null_class_label(self.unet), self._scale)
 
     @torch.no_grad()
-    def __call__(self, class_labels, guidance_scale: float = 1.0, condition=None, **kwargs) -> ScoreSDEPipelineOutput:
+    def __call__(self, class_labels, guidance_scale: float = 1.0, condition=None,
+                 classifier_scale: float | None = None, **kwargs) -> ScoreSDEPipelineOutput:
         """Generate one image per entry of ``class_labels`` (an int, or a list / tensor of ints).
 
         Args:
             class_labels: class of each image; its length sets the batch size (an int draws ``batch_size`` images
                 of that class).
-            guidance_scale: weight of the classifier gradient, >= 0 (1 = the paper's conditional score).
+            guidance_scale: ``w`` of classifier-free guidance, or of the classifier gradient for a classifier-guided
+                pipeline (1 = the conditional score).
             condition: another condition to combine with (e.g. :class:`~scorekit.Inpaint`).
+            classifier_scale: weight of an extra classifier term on a class-conditional UNet (needs a classifier).
             **kwargs: everything :meth:`ScoreSDEPipeline.__call__` takes.
+
+        Raises:
+            ValueError: the pipeline has no way to condition, labels are out of range, or ``classifier_scale`` is
+                given without a classifier or on a classifier-guided pipeline.
         """
+        kind = self.conditioning
+        if kind == "none":
+            raise ValueError("this pipeline cannot condition on a class: its UNet has no class embeddings "
+                             "(num_class_embeds=None) and it holds no classifier; train with --num_class_embeds or "
+                             "add a classifier (scorekit train-classifier)")
+        _check_guidance_scale("guidance_scale", guidance_scale)
+        if classifier_scale is not None and (kind != "classifier-free" or self.classifier is None):
+            raise ValueError(f"classifier_scale is for a class-conditional UNet that also holds a classifier; this "
+                             f"pipeline's conditioning is {kind!r} with classifier="
+                             f"{type(self.classifier).__name__ if self.classifier is not None else None}")
         labels = torch.as_tensor(class_labels).reshape(-1) if not isinstance(class_labels, int) else class_labels
         if not isinstance(labels, int):
             kwargs.setdefault("batch_size", len(labels))
-        guidance = ClassifierGuidance(classifier_log_prob_fn(self.classifier, self.sde), labels, guidance_scale)
-        condition = guidance if condition is None else Compose([guidance, condition])
-        return super().__call__(condition=condition, **kwargs)
+        if kind == "classifier":
+            guidance = ClassifierGuidance(classifier_log_prob_fn(self.classifier, self.sde), labels, guidance_scale)
+            condition = guidance if condition is None else Compose([guidance, condition])
+            return super().__call__(condition=condition, **kwargs)
+        batch_size = kwargs.get("batch_size", 1)
+        self._labels = as_labels(labels, batch_size, null_class_label(self.unet)).to(self.device)
+        self._scale = float(guidance_scale)
+        if classifier_scale:
+            extra = ClassifierGuidance(classifier_log_prob_fn(self.classifier, self.sde), self._labels,
+                                       classifier_scale)
+            condition = extra if condition is None else Compose([extra, condition])
+        try:
+            return super().__call__(condition=condition, **kwargs)
+        finally:
+            self._labels, self._scale = None, 1.0
+
+
+def cfg_score_fn(unet, sde, parameterization: str, labels: torch.Tensor, null: int, scale: float):
+    """Classifier-free guided ``score_fn(x, t) = s(x, t, null) + scale (s(x, t, y) - s(x, t, null))``.
+
+    ``scale = 1`` is one conditional call; otherwise conditional and unconditional halves go through the UNet as one
+    batch of ``2 B``.
+    """
+    if scale == 1:
+        return model_score_fn(labelled_unet(unet, labels), sde, parameterization)
+    both = model_score_fn(labelled_unet(unet, torch.cat([labels, torch.full_like(labels, null)])), sde,
+                          parameterization)
+
+    def score_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        s_y, s_0 = both(torch.cat([x, x]), torch.cat([t, t])).chunk(2)
+        return s_0 + scale * (s_y - s_0)  # classifier-free guidance (Ho & Salimans 2022, in score form)
+
+    return score_fn
+
+
+def _check_guidance_scale(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number (1 = the conditional score), got {value!r}")
 
 
 class ScoreSDEInpaintPipeline(ScoreSDEPipeline):

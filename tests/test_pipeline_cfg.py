@@ -1,0 +1,110 @@
+"""Classifier-free guidance in ScoreSDEClassConditionalPipeline, on a tiny class-conditional UNet2DModel."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from diffusers import UNet2DModel
+
+import scorekit
+from scorekit.models import TimeClassifierModel
+from scorekit.pipelines import ScoreSDEClassConditionalPipeline, ScoreSDEPipeline
+from scorekit.pipelines.pipeline_score_sde_conditional import cfg_score_fn
+from scorekit.schedulers import ScoreSDEPCScheduler
+
+K = 3  # classes; the UNet has K + 1 embeddings, the last the null label
+
+
+def tiny_cfg_unet(num_class_embeds=K + 1):
+    torch.manual_seed(0)
+    return UNet2DModel(sample_size=8, in_channels=1, out_channels=1, block_out_channels=(8, 16), layers_per_block=1,
+                       down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
+                       norm_num_groups=4, num_class_embeds=num_class_embeds).eval()
+
+
+def pipe_for(unet, classifier=None):
+    pipe = ScoreSDEClassConditionalPipeline(unet=unet, scheduler=ScoreSDEPCScheduler(), classifier=classifier)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+KW = dict(num_inference_steps=2, output_type="pt")
+
+
+def test_cfg_score_is_the_guidance_combination():
+    unet, sde = tiny_cfg_unet(), scorekit.VPSDE()
+    x, t = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(0)), torch.tensor([0.3, 0.7])
+    labels = torch.tensor([0, 2])
+    with torch.no_grad():
+        s_y = cfg_score_fn(unet, sde, "epsilon", labels, K, 1.0)(x, t)
+        s_0 = cfg_score_fn(unet, sde, "epsilon", torch.full((2,), K), K, 1.0)(x, t)
+        for w in (0.0, 2.5):
+            guided = cfg_score_fn(unet, sde, "epsilon", labels, K, w)(x, t)
+            torch.testing.assert_close(guided, s_0 + w * (s_y - s_0), atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(s_y, s_0)  # the label changes the score
+
+
+@pytest.mark.parametrize("sampler", ["pc", "ode", "ddim", "ald"])
+def test_cfg_runs_with_every_sampler(sampler):
+    pipe = pipe_for(tiny_cfg_unet())
+    assert pipe.conditioning == "classifier-free"
+    kwargs = dict(method="euler") if sampler == "ode" else {}
+    out = pipe(class_labels=[0, 1, 2], guidance_scale=3.0, sampler=sampler, generator=torch.Generator().manual_seed(0),
+               **KW, **kwargs)
+    assert out.images.shape == (3, 1, 8, 8) and torch.isfinite(out.images).all()
+
+
+def test_guidance_scale_zero_is_the_unconditional_pipeline():
+    unet = tiny_cfg_unet()
+    pipe = pipe_for(unet)
+    g = torch.Generator().manual_seed(0)
+    unguided = pipe(class_labels=[0, 1], guidance_scale=0.0, sampler="ddim", generator=g, **KW).images
+    plain = ScoreSDEPipeline(unet=unet, scheduler=pipe.scheduler)
+    plain.set_progress_bar_config(disable=True)
+    expected = plain(batch_size=2, sampler="ddim", generator=torch.Generator().manual_seed(0), **KW).images
+    torch.testing.assert_close(unguided, expected, atol=1e-5, rtol=0)
+    cond = pipe(class_labels=[0, 1], guidance_scale=1.0, sampler="ddim", generator=torch.Generator().manual_seed(0),
+                **KW).images
+    assert not torch.allclose(cond, unguided)
+
+
+def test_cfg_composes_with_inpainting():
+    pipe = pipe_for(tiny_cfg_unet())
+    image = torch.rand(1, 1, 8, 8, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    known = torch.zeros(1, 1, 8, 8, dtype=torch.bool)
+    known[..., :4] = True
+    out = pipe(class_labels=[1, 2], guidance_scale=2.0, condition=scorekit.Inpaint(image, known), sampler="pc",
+               generator=torch.Generator().manual_seed(0), **KW).images
+    expected = (image + 1) / 2
+    torch.testing.assert_close(out[:, :, :, :4], expected[:, :, :, :4].expand(2, 1, 8, 4), atol=1e-6, rtol=0)
+
+
+def test_cfg_save_and_load(tmp_path):
+    pipe = pipe_for(tiny_cfg_unet())
+    pipe.save_pretrained(tmp_path)
+    loaded = ScoreSDEClassConditionalPipeline.from_pretrained(tmp_path)
+    assert loaded.classifier is None and loaded.conditioning == "classifier-free"
+
+
+def test_wrong_combinations_are_clear_errors():
+    unconditional = tiny_cfg_unet(num_class_embeds=None)
+    with pytest.raises(ValueError, match="cannot condition on a class"):
+        pipe_for(unconditional)(class_labels=[0], **KW)
+    pipe = pipe_for(tiny_cfg_unet())
+    with pytest.raises(ValueError, match="labels must be in 0..2"):
+        pipe(class_labels=[0, K], **KW)  # K is the null label, not a class
+    with pytest.raises(ValueError, match="classifier_scale"):
+        pipe(class_labels=[0], classifier_scale=1.0, **KW)
+    with pytest.raises(ValueError, match="guidance_scale"):
+        pipe(class_labels=[0], guidance_scale=float("nan"), **KW)
+
+
+def test_classifier_term_on_top_of_cfg():
+    torch.manual_seed(1)
+    clf = TimeClassifierModel(in_channels=1, sample_size=8, num_classes=K, block_out_channels=(8, 16),
+                              time_embedding_type="positional", norm_num_groups=4).eval()
+    pipe = pipe_for(tiny_cfg_unet(), classifier=clf)
+    base = pipe(class_labels=[0, 1], sampler="ddim", generator=torch.Generator().manual_seed(0), **KW).images
+    extra = pipe(class_labels=[0, 1], sampler="ddim", classifier_scale=5.0, generator=torch.Generator().manual_seed(0),
+                 **KW).images
+    assert not torch.allclose(base, extra)

@@ -1,0 +1,207 @@
+"""Flags, their validation, and the model / SDE / data builders of ``train_score.py`` (diffusers' flag names).
+
+Every check here runs before any training step and raises ``ValueError`` naming the flag, what was given and what
+is accepted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+from scorekit.schedulers.scheduling_score_sde_base import DEFAULT_DATA_RANGE
+from scorekit.score import PARAMETERIZATIONS
+from scorekit.sde import SDES, get_sde
+
+from .losses import WEIGHTINGS
+
+DATASETS = ("digits", "photos")
+LOSSES = ("dsm", "ddpm", "smld")
+LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup")
+MIXED_PRECISION = ("no", "fp16", "bf16")
+
+# Named UNet2DModel presets: (block_out_channels, down blocks, layers_per_block, norm_num_groups)
+PRESETS = {
+    "tiny": ((16, 32), ("DownBlock2D", "DownBlock2D"), 1, 8),
+    "small": ((32, 64, 64), ("DownBlock2D", "AttnDownBlock2D", "DownBlock2D"), 1, 16),
+    "cifar-like": ((128, 256, 256, 256), ("DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"), 2, 32),
+}
+
+
+def add_common_flags(p: argparse.ArgumentParser) -> None:
+    """Data, optimisation, checkpointing and Hub flags shared by the score and classifier trainers."""
+    d = p.add_argument_group("data")
+    d.add_argument("--dataset", choices=DATASETS, default=None, help="a bundled offline set (digits: sklearn 8x8)")
+    d.add_argument("--dataset_name", default=None, help="a 🤗 datasets id, or a folder written by save_to_disk")
+    d.add_argument("--train_data_dir", default=None, help="image folder (one subfolder per class, or flat)")
+    d.add_argument("--image_column", default="image")
+    d.add_argument("--label_column", default=None, help="class column of --dataset_name")
+    d.add_argument("--cache_dir", default=None)
+    d.add_argument("--resolution", type=int, default=None, help="train size (default: the data's own size)")
+    d.add_argument("--grayscale", action="store_true", help="one channel instead of RGB (digits are always gray)")
+    d.add_argument("--center_crop", action="store_true")
+    d.add_argument("--random_flip", action="store_true")
+    d.add_argument("--dataloader_num_workers", type=int, default=0)
+    o = p.add_argument_group("optimisation")
+    o.add_argument("--output_dir", required=True)
+    o.add_argument("--seed", type=int, default=0)
+    o.add_argument("--train_batch_size", type=int, default=64)
+    o.add_argument("--num_epochs", type=int, default=100)
+    o.add_argument("--max_train_steps", type=int, default=None, help="overrides --num_epochs")
+    o.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    o.add_argument("--learning_rate", type=float, default=2e-4)
+    o.add_argument("--lr_scheduler", choices=LR_SCHEDULERS, default="cosine")
+    o.add_argument("--lr_warmup_steps", type=int, default=100)
+    o.add_argument("--adam_beta1", type=float, default=0.9)
+    o.add_argument("--adam_beta2", type=float, default=0.999)
+    o.add_argument("--adam_weight_decay", type=float, default=0.0)
+    o.add_argument("--adam_epsilon", type=float, default=1e-8)
+    o.add_argument("--max_grad_norm", type=float, default=1.0)
+    o.add_argument("--mixed_precision", choices=MIXED_PRECISION, default="no")
+    c = p.add_argument_group("checkpoints, logging, Hub")
+    c.add_argument("--checkpointing_steps", type=int, default=500)
+    c.add_argument("--checkpoints_total_limit", type=int, default=None)
+    c.add_argument("--resume_from_checkpoint", default=None, help='"latest" or a checkpoint folder')
+    c.add_argument("--logger", choices=("auto", "tensorboard", "none"), default="auto",
+                   help="auto: tensorboard when installed")
+    c.add_argument("--logging_dir", default="logs")
+    c.add_argument("--no_progress", action="store_true", help="no tqdm bar")
+    c.add_argument("--trace_data", action="store_true",
+                   help="write data_trace_<rank>.json (batch and final-weight digests per process)")
+    c.add_argument("--push_to_hub", action="store_true")
+    c.add_argument("--hub_model_id", default=None)
+    c.add_argument("--hub_token", default=None)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Train a score network (UNet2DModel) on a score SDE with accelerate.")
+    add_common_flags(p)
+    m = p.add_argument_group("model and loss")
+    m.add_argument("--model_config_name_or_path", default=None, help="UNet2DModel config JSON (overrides --preset)")
+    m.add_argument("--preset", choices=sorted(PRESETS), default="small")
+    m.add_argument("--sde", default="vp", help=f"one of {sorted(SDES)}")
+    m.add_argument("--prediction_type", default=None, help=f"one of {PARAMETERIZATIONS} (default: epsilon, VE sigma)")
+    m.add_argument("--loss", default="dsm", help=f"one of {LOSSES}: continuous DSM or the discrete DDPM / SMLD")
+    m.add_argument("--weighting", default="std2", help=f"one of {WEIGHTINGS}")
+    m.add_argument("--importance_sampling", action="store_true", help="likelihood weighting with importance-sampled t")
+    m.add_argument("--reduce", choices=("mean", "sum"), default="mean")
+    m.add_argument("--train_eps", type=float, default=1e-5, help="t ~ U(train_eps, 1)")
+    m.add_argument("--num_train_timesteps", type=int, default=1000)
+    m.add_argument("--beta_min", type=float, default=0.1)
+    m.add_argument("--beta_max", type=float, default=20.0)
+    m.add_argument("--sigma_min", type=float, default=0.01)
+    m.add_argument("--sigma_max", type=float, default=50.0)
+    m.add_argument("--num_class_embeds", type=int, default=None, help="classes K of a class-conditional model")
+    m.add_argument("--class_drop_prob", type=float, default=0.1, help="label dropout for classifier-free guidance")
+    e = p.add_argument_group("EMA and samples")
+    e.add_argument("--use_ema", action="store_true")
+    e.add_argument("--ema_max_decay", type=float, default=0.9999)
+    e.add_argument("--ema_inv_gamma", type=float, default=1.0)
+    e.add_argument("--ema_power", type=float, default=3 / 4)
+    e.add_argument("--ema_warmup", action="store_true", help="diffusers' EMA warm-up (inv_gamma, power)")
+    e.add_argument("--save_images_steps", type=int, default=None, help="sample a PNG grid every N steps")
+    e.add_argument("--eval_batch_size", type=int, default=16)
+    e.add_argument("--eval_sampler", choices=("pc", "ode", "ddim"), default="ddim")
+    e.add_argument("--eval_steps", type=int, default=50)
+    return p
+
+
+def _check_positive_int(flag: str, value, allow_zero: bool = False) -> None:
+    if value is not None and (not isinstance(value, int) or value < (0 if allow_zero else 1)):
+        raise ValueError(f"{flag} must be an integer >= {0 if allow_zero else 1}, got {value!r}")
+
+
+def validate_common(args: argparse.Namespace) -> None:
+    """Checks shared by both trainers (data source, sizes, steps, resume path)."""
+    sources = [f for f, v in (("--dataset", args.dataset), ("--dataset_name", args.dataset_name),
+                              ("--train_data_dir", args.train_data_dir)) if v]
+    if len(sources) != 1:
+        raise ValueError(f"give exactly one of --dataset, --dataset_name, --train_data_dir; got {sources or 'none'}")
+    for flag in ("train_batch_size", "num_epochs", "gradient_accumulation_steps", "checkpointing_steps"):
+        _check_positive_int(f"--{flag}", getattr(args, flag))
+    for flag in ("max_train_steps", "checkpoints_total_limit", "resolution"):
+        _check_positive_int(f"--{flag}", getattr(args, flag))
+    _check_positive_int("--lr_warmup_steps", args.lr_warmup_steps, allow_zero=True)
+    if not args.learning_rate > 0:
+        raise ValueError(f"--learning_rate must be > 0, got {args.learning_rate}")
+    if args.resume_from_checkpoint not in (None, "latest") and not os.path.isdir(args.resume_from_checkpoint):
+        raise ValueError(f"--resume_from_checkpoint={args.resume_from_checkpoint!r} is not a checkpoint folder; give "
+                         f"'latest' or a path such as {os.path.join(args.output_dir, 'checkpoint-500')}")
+    if args.push_to_hub and not args.hub_model_id:
+        raise ValueError("--push_to_hub needs --hub_model_id (e.g. user/scorekit-digits)")
+
+
+def validate_score_args(args: argparse.Namespace) -> None:
+    """All checks of ``train_score.py`` that need no data or model."""
+    validate_common(args)
+    for flag, value, choices in (("--sde", args.sde, SDES), ("--weighting", args.weighting, WEIGHTINGS),
+                                 ("--loss", args.loss, LOSSES)):
+        if value not in choices:
+            raise ValueError(f"{flag}={value!r} is not supported; expected one of {sorted(choices)}")
+    if args.prediction_type is None:
+        args.prediction_type = "sigma" if args.sde == "ve" else "epsilon"
+    if args.prediction_type not in PARAMETERIZATIONS:
+        raise ValueError(f"--prediction_type={args.prediction_type!r} is not supported; expected one of "
+                         f"{list(PARAMETERIZATIONS)}")
+    if args.loss == "ddpm" and (args.sde != "vp" or args.prediction_type != "epsilon"):
+        raise ValueError("--loss ddpm trains a VP epsilon model: use --sde vp --prediction_type epsilon")
+    if args.loss == "smld" and args.sde != "ve":
+        raise ValueError("--loss smld trains a VE model: use --sde ve")
+    if args.importance_sampling and args.weighting != "g2":
+        raise ValueError("--importance_sampling needs --weighting g2 (the likelihood weighting)")
+    if not 0 < args.train_eps < 1:
+        raise ValueError(f"--train_eps must be in (0, 1), got {args.train_eps}")
+    _check_positive_int("--num_class_embeds", args.num_class_embeds)
+    if not 0 <= args.class_drop_prob < 1:
+        raise ValueError(f"--class_drop_prob must be in [0, 1), got {args.class_drop_prob}")
+    if args.model_config_name_or_path and not os.path.isfile(_config_file(args.model_config_name_or_path)):
+        raise ValueError(f"--model_config_name_or_path={args.model_config_name_or_path!r}: no config JSON there")
+
+
+def build_sde(args: argparse.Namespace):
+    """The SDE the flags describe."""
+    kwargs = {"N": args.num_train_timesteps}
+    if args.sde == "ve":
+        kwargs.update(sigma_min=args.sigma_min, sigma_max=args.sigma_max)
+    else:
+        kwargs.update(beta_min=args.beta_min, beta_max=args.beta_max)
+    return get_sde(args.sde, **kwargs)
+
+
+def scheduler_config(args: argparse.Namespace, data_range: tuple[float, float]) -> dict:
+    """Keyword arguments of ``ScoreSDEPCScheduler`` for the trained model (SDE, parameterization, data range)."""
+    return {"sde_type": args.sde, "beta_min": args.beta_min, "beta_max": args.beta_max, "sigma_min": args.sigma_min,
+            "sigma_max": args.sigma_max, "num_train_timesteps": args.num_train_timesteps,
+            "prediction_type": args.prediction_type, "data_range": list(data_range)}
+
+
+def data_range_for(sde: str) -> tuple[float, float]:
+    return DEFAULT_DATA_RANGE[sde]
+
+
+def _config_file(path: str) -> str:
+    return os.path.join(path, "config.json") if os.path.isdir(path) else path
+
+
+def build_unet(args: argparse.Namespace, channels: int, resolution: int):
+    """A ``UNet2DModel`` from ``--model_config_name_or_path`` or ``--preset``; class-conditional models get
+    ``num_class_embeds = K + 1`` (the last embedding is the null label of classifier-free guidance)."""
+    from diffusers import UNet2DModel
+
+    if args.model_config_name_or_path:
+        with open(_config_file(args.model_config_name_or_path)) as f:
+            config = {k: v for k, v in json.load(f).items() if not k.startswith("_")}
+    else:
+        widths, down, layers, groups = PRESETS[args.preset]
+        up = tuple(reversed([b.replace("Down", "Up") for b in down]))
+        config = {"block_out_channels": widths, "down_block_types": down, "up_block_types": up,
+                  "layers_per_block": layers, "norm_num_groups": groups}
+    config.update(sample_size=resolution, in_channels=channels, out_channels=channels)
+    if args.num_class_embeds:
+        config["num_class_embeds"] = args.num_class_embeds + 1
+    factor = 2 ** (len(config.get("block_out_channels", (0, 0, 0, 0))) - 1)
+    if resolution % factor:
+        raise ValueError(f"--resolution={resolution} cannot pass the UNet's {factor}x downsampling: use a multiple "
+                         f"of {factor} or a model with fewer levels")
+    return UNet2DModel(**config)
