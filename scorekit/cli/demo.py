@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 # (full, --quick) sizes: samples and steps of each part. Full measured at ~2 min on 2 busy cores (model cards).
 SIZES = {
     "uncond": (64, 16), "uncond_steps": (50, 20),
-    "per_class": (8, 4), "guided_steps": (20, 20),
+    "per_class": (8, 4), "guided_steps": (19, 19),  # + 1 final denoising call = 20 NFE
     "inpaint_num": (8, 4), "inpaint_per": (4, 3), "pc_steps": (200, 60),
     "photo_num": (6, 3), "photo_per": (4, 3), "photo_steps": (200, 60),
     "bpd_num": (360, 40), "bpd_rtol": (1e-4, 1e-3),
@@ -52,41 +52,40 @@ def check_out_folder(out: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from scorekit.models import shipped_model_path
+    from scorekit.pipelines import (
+        ScoreSDEClassConditionalPipeline,
+        ScoreSDEColorizationPipeline,
+        ScoreSDEInpaintPipeline,
+    )
 
     from . import demo_sections as sec
     from .demo_html import write_index
-    from .demo_models import load_digits_model
 
     out = check_out_folder(args.out)
-    digits_path, photos_path = shipped_model_path("scorekit/digits"), shipped_model_path("scorekit/photos")
     size = {k: v[1 if args.quick else 0] for k, v in SIZES.items()}
-    bar = not args.no_progress
+    digits = _load(ScoreSDEClassConditionalPipeline, "scorekit/digits", args.no_progress)
+    photos_inpaint = _load(ScoreSDEInpaintPipeline, "scorekit/photos", args.no_progress)
+    photos_color = sec.sibling(ScoreSDEColorizationPipeline, photos_inpaint)
     start = time.perf_counter()
-    model = load_digits_model(digits_path)
-    from scorekit.pipelines import ScoreSDEColorizationPipeline, ScoreSDEInpaintPipeline
-
     parts = [
-        ("unconditional digits", lambda: sec.unconditional_digits(model, out, size["uncond"], size["uncond_steps"],
-                                                                  args.seed, bar)),
-        ("classifier-free guidance", lambda: sec.guided_digits(model, out, size["per_class"], size["guided_steps"],
-                                                               args.cfg_scale, args.seed, bar, "cfg")),
-        ("classifier guidance", lambda: sec.guided_digits(model, out, size["per_class"], size["guided_steps"],
-                                                          args.classifier_scale, args.seed, bar, "classifier")),
-        ("digits inpainting", lambda: sec.inpaint_digits(model, out, size["inpaint_num"], size["inpaint_per"],
-                                                         size["pc_steps"], args.seed, bar)),
-        ("photo inpainting", lambda: sec.photo_task(_photo_pipe(ScoreSDEInpaintPipeline, photos_path, bar), out,
-                                                    "inpainting", size["photo_num"], size["photo_per"],
-                                                    size["photo_steps"], args.seed)),
-        ("photo colorization", lambda: sec.photo_task(_photo_pipe(ScoreSDEColorizationPipeline, photos_path, bar),
-                                                      out, "colorization", size["photo_num"], size["photo_per"],
-                                                      size["photo_steps"], args.seed)),
-        ("bits/dim", lambda: sec.digits_bpd(model, size["bpd_num"], size["bpd_rtol"], args.seed)),
+        ("unconditional digits", lambda: sec.unconditional_digits(digits, out, size["uncond"], size["uncond_steps"],
+                                                                  args.seed)),
+        ("classifier-free guidance", lambda: sec.guided_digits(digits, out, size["per_class"], size["guided_steps"],
+                                                               args.cfg_scale, args.seed, "cfg")),
+        ("classifier guidance", lambda: sec.guided_digits(digits, out, size["per_class"], size["guided_steps"],
+                                                          args.classifier_scale, args.seed, "classifier")),
+        ("digits inpainting", lambda: sec.inpaint_digits(digits, out, size["inpaint_num"], size["inpaint_per"],
+                                                         size["pc_steps"], args.seed)),
+        ("photo inpainting", lambda: sec.photo_task(photos_inpaint, out, "inpainting", size["photo_num"],
+                                                    size["photo_per"], size["photo_steps"], args.seed)),
+        ("photo colorization", lambda: sec.photo_task(photos_color, out, "colorization", size["photo_num"],
+                                                      size["photo_per"], size["photo_steps"], args.seed)),
+        ("bits/dim", lambda: sec.digits_bpd(digits, size["bpd_num"], size["bpd_rtol"], args.seed)),
     ]
     results = {}
-    for name, part in tqdm(parts, desc="scorekit demo", disable=not bar):
+    for name, part in tqdm(parts, desc="scorekit demo", disable=args.no_progress):
         results[name] = part()
-    summary = _summary(results, args, time.perf_counter() - start, digits_path, photos_path)
+    summary = _summary(results, args, time.perf_counter() - start)
     with open(os.path.join(out, "summary.json"), "w") as f:
         json.dump(summary, f, indent=1)
     figures = [r for r in results.values() if "file" in r]
@@ -95,19 +94,20 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _photo_pipe(cls, path: str, progress: bool):
-    pipe = cls.from_pretrained(path)
+def _load(cls, name: str, no_progress: bool):
+    """A shipped pipeline (checksums verified first) as ``cls``, in eval mode."""
+    pipe = cls.from_pretrained(name)
     pipe.unet.eval()
-    pipe.set_progress_bar_config(disable=not progress)
+    pipe.set_progress_bar_config(disable=no_progress, leave=False)
     return pipe
 
 
-def _summary(results: dict, args, wall: float, digits_path: str, photos_path: str) -> dict:
+def _summary(results: dict, args, wall: float) -> dict:
     drop = ("samples", "labels")
     parts = {k: {kk: vv for kk, vv in v.items() if kk not in drop} for k, v in results.items()}
     bpd = results["bits/dim"]
-    return dict(wall_seconds=wall, quick=args.quick, seed=args.seed, models={"scorekit/digits": digits_path,
-                "scorekit/photos": photos_path}, bits_per_dim=bpd["bpd"], bits_per_dim_stderr=bpd["stderr"],
+    return dict(wall_seconds=wall, quick=args.quick, seed=args.seed, models=["scorekit/digits", "scorekit/photos"],
+                bits_per_dim=bpd["bpd"], bits_per_dim_stderr=bpd["stderr"],
                 digits_inpainting_psnr_masked=results["digits inpainting"]["psnr_masked"],
                 photo_inpainting_psnr=results["photo inpainting"]["psnr"],
                 photo_colorization_psnr=results["photo colorization"]["psnr"], parts=parts)

@@ -15,8 +15,6 @@ import torch
 import scorekit
 from scorekit import datasets
 
-from .demo_models import ShippedDigits
-
 GAP = 0.5  # gray of the masked pixels in an observation panel
 
 
@@ -30,50 +28,42 @@ def save_panel(images: torch.Tensor, path: str, nrow: int, scale: int = 4) -> st
     return path
 
 
-def _timed_sample(score_fn, sde, shape, generator, progress, condition=None, **kwargs):
-    start = time.perf_counter()
-    x, info = scorekit.sample(score_fn, sde, shape, generator=generator, condition=condition, progress=progress,
-                              **kwargs)
-    return x, info, time.perf_counter() - start
+def sibling(cls, pipe):
+    """A ``cls`` pipeline over ``pipe``'s unet and scheduler (shared, not copied), with its progress-bar settings."""
+    other = cls(unet=pipe.unet, scheduler=pipe.scheduler)
+    other.set_progress_bar_config(**getattr(pipe, "_progress_bar_config", {}))
+    return other
 
 
-def _to_unit(x: torch.Tensor) -> torch.Tensor:
-    return ((x + 1) / 2).clamp(0, 1)  # model range [-1, 1] -> [0, 1]
+def unconditional_digits(pipe, out: str, num: int, steps: int, seed: int) -> dict:
+    """An unconditional grid (the class-conditional UNet's "no label" token) with DDIM."""
+    from scorekit.pipelines import ScoreSDEPipeline
 
-
-def unconditional_digits(model: ShippedDigits, out: str, num: int, steps: int, seed: int, progress) -> dict:
-    """An unconditional grid (the "no label" token) with DDIM."""
     g = torch.Generator().manual_seed(seed)
-    x, info, sec = _timed_sample(model.score_fn(None), model.sde, (num, 1, 8, 8), g, progress, sampler="ddim",
-                                 steps=steps)
-    nrow = int(math.ceil(math.sqrt(num)))
-    save_panel(_to_unit(x), os.path.join(out, "digits_unconditional.png"), nrow)
-    return dict(file="digits_unconditional.png", nfe=info["nfe"], seconds=sec, num=num,
-                caption=f"Unconditional digits: {num} samples, DDIM {steps} steps (NFE {info['nfe']}).")
+    start = time.perf_counter()
+    res = sibling(ScoreSDEPipeline, pipe)(
+        batch_size=num, num_inference_steps=steps, generator=g, output_type="pt", sampler="ddim")
+    sec = time.perf_counter() - start
+    save_panel(res.images, os.path.join(out, "digits_unconditional.png"), int(math.ceil(math.sqrt(num))))
+    return dict(file="digits_unconditional.png", nfe=res.nfe, seconds=sec, num=num,
+                caption=f"Unconditional digits: {num} samples, DDIM {steps} steps (NFE {res.nfe}).")
 
 
-def guided_digits(model: ShippedDigits, out: str, per_class: int, steps: int, scale: float, seed: int, progress,
-                  kind: str) -> dict:
-    """One row per digit 0..9, by classifier-free guidance (``kind="cfg"``) or classifier guidance (``"classifier"``)."""
+def guided_digits(pipe, out: str, per_class: int, steps: int, scale: float, seed: int, kind: str) -> dict:
+    """One row per digit 0..9, by classifier-free guidance (``kind="cfg"``) or classifier guidance (``"classifier"``,
+    the unconditional score plus ``scale`` times the noise-conditional classifier's gradient)."""
     labels = torch.arange(10).repeat_interleave(per_class)
     g = torch.Generator().manual_seed(seed)
-    if kind == "cfg":
-        score_fn, condition, label = model.score_fn(labels, cfg_scale=scale), None, "classifier-free guidance"
-    else:
-        from scorekit.models import classifier_log_prob_fn
-
-        if model.classifier is None:
-            raise ValueError("the digits model folder has no classifier/ for classifier guidance")
-        score_fn, label = model.score_fn(None), "classifier guidance"
-        condition = scorekit.ClassifierGuidance(classifier_log_prob_fn(model.classifier, model.sde), labels, scale)
-    x, info, sec = _timed_sample(score_fn, model.sde, (len(labels), 1, 8, 8), g, progress, condition=condition,
-                                 sampler="ddim", steps=steps)
+    guidance = dict(guidance_scale=scale) if kind == "cfg" else dict(guidance_scale=0.0, classifier_scale=scale)
+    start = time.perf_counter()
+    res = pipe(class_labels=labels, num_inference_steps=steps, generator=g, output_type="pt", sampler="ddim",
+               **guidance)
+    sec = time.perf_counter() - start
     name = f"digits_{kind}.png"
-    save_panel(_to_unit(x), os.path.join(out, name), per_class)
-    cost = "2 UNet calls each" if kind == "cfg" else "plus a classifier gradient each"
-    return dict(file=name, nfe=info["nfe"], seconds=sec, scale=scale, samples=x, labels=labels,
-                caption=f"One row per digit 0-9, {label} (scale {scale:g}), DDIM {steps} steps "
-                        f"(NFE {info['nfe']}, {cost}).")
+    save_panel(res.images, os.path.join(out, name), per_class)
+    label = "classifier-free guidance" if kind == "cfg" else "classifier guidance"
+    return dict(file=name, nfe=res.nfe, seconds=sec, scale=scale, samples=res.images, labels=labels,
+                caption=f"One row per digit 0-9, {label} (scale {scale:g}), DDIM {steps} steps (NFE {res.nfe}).")
 
 
 def _comparison(obs: torch.Tensor, samples: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
@@ -81,25 +71,33 @@ def _comparison(obs: torch.Tensor, samples: torch.Tensor, truth: torch.Tensor) -
     return torch.cat([obs[:, None], samples, truth[:, None]], dim=1).flatten(0, 1)
 
 
-def inpaint_digits(model: ShippedDigits, out: str, num: int, per_image: int, steps: int, seed: int, progress) -> dict:
+def inpaint_digits(pipe, out: str, num: int, per_image: int, steps: int, seed: int) -> dict:
     """Held-out test digits with the bottom half masked, repainted by PC (reverse diffusion + Langevin)."""
+    from scorekit.pipelines import ScoreSDEInpaintPipeline
+
     levels, _ = datasets.digits_split("test")
-    levels = levels[torch.randperm(len(levels), generator=torch.Generator().manual_seed(seed))[:num]]
-    truth = -1 + 2 * (levels.float() + 0.5) / datasets.DIGITS_LEVELS  # bin centres in the model's range
-    known = torch.ones_like(truth, dtype=torch.bool)
-    known[..., 4:, :] = False
-    image = truth.repeat_interleave(per_image, 0)
+    truth = datasets.levels_to_unit(levels[torch.randperm(len(levels), generator=torch.Generator().manual_seed(seed))
+                                           [:num]])
+    mask = torch.zeros_like(truth)
+    mask[..., 4:, :] = 1  # white = repaint
+    inpaint = sibling(ScoreSDEInpaintPipeline, pipe)
     g = torch.Generator().manual_seed(seed)
-    x, info, sec = _timed_sample(model.score_fn(None), model.sde, tuple(image.shape), g, progress, sampler="pc",
-                                 steps=steps, condition=scorekit.Inpaint(image, known.repeat_interleave(per_image, 0)))
-    obs = torch.where(known, _to_unit(truth), torch.full_like(truth, GAP))
-    samples = _to_unit(x).reshape(num, per_image, 1, 8, 8)
-    save_panel(_comparison(obs, samples, _to_unit(truth)), os.path.join(out, "digits_inpainting.png"), per_image + 2)
-    mse = ((samples - _to_unit(truth)[:, None]) ** 2)[..., 4:, :].mean()
-    return dict(file="digits_inpainting.png", nfe=info["nfe"], seconds=sec,
-                psnr_masked=float(-10 * torch.log10(mse)),
+    start = time.perf_counter()
+    res = inpaint(image=truth.repeat_interleave(per_image, 0), mask_image=mask.repeat_interleave(per_image, 0),
+                  num_inference_steps=steps, generator=g, output_type="pt", sampler="pc")
+    sec = time.perf_counter() - start
+    obs = torch.where(mask.bool(), torch.full_like(truth, GAP), truth)
+    samples = res.images.float().reshape(num, per_image, 1, 8, 8)
+    save_panel(_comparison(obs, samples, truth), os.path.join(out, "digits_inpainting.png"), per_image + 2)
+    return dict(file="digits_inpainting.png", nfe=res.nfe, seconds=sec,
+                psnr_masked=psnr(samples[..., 4:, :], truth[:, None, ..., 4:, :]),
                 caption=f"Inpainting held-out test digits (bottom half masked): observation | {per_image} samples | "
-                        f"truth; PC sampler {steps} steps + Langevin corrector (NFE {info['nfe']}).")
+                        f"truth; PC sampler {steps} steps + Langevin corrector (NFE {res.nfe}).")
+
+
+def psnr(x: torch.Tensor, truth: torch.Tensor) -> float:
+    """Peak signal-to-noise ratio in dB of images in [0, 1]: ``-10 log10(mean((x - truth)^2))``."""
+    return float(-10 * torch.log10(((x.float() - truth.float()) ** 2).mean()))
 
 
 def photo_task(pipe, out: str, task: str, num: int, per_image: int, steps: int, seed: int) -> dict:
@@ -124,19 +122,18 @@ def photo_task(pipe, out: str, task: str, num: int, per_image: int, steps: int, 
     samples = res.images.float().reshape(num, per_image, *truth.shape[1:])
     name = f"photo_{task}.png"
     save_panel(_comparison(obs, samples, truth), os.path.join(out, name), per_image + 2, scale=3)
-    mse = ((samples - truth[:, None]) ** 2).mean()
-    return dict(file=name, nfe=res.nfe, seconds=sec, psnr=float(-10 * torch.log10(mse)),
+    return dict(file=name, nfe=res.nfe, seconds=sec, psnr=psnr(samples, truth[:, None]),
                 caption=f"Photo {task} on patches of held-out photos ({what}): observation | {per_image} samples | "
                         f"truth; PC sampler {steps} steps + Langevin corrector (NFE {res.nfe}).")
 
 
-def digits_bpd(model: ShippedDigits, num: int, rtol: float, seed: int) -> dict:
-    """Bits/dim of ``num`` held-out test digits (17 levels, dequantized, PF-ODE), with its standard error."""
+def digits_bpd(pipe, num: int, rtol: float, seed: int) -> dict:
+    """Bits/dim of ``num`` held-out test digits (17 levels, dequantized, PF-ODE) and its standard error over digits."""
     levels, _ = datasets.digits_split("test")
     levels = levels[:num]
     start = time.perf_counter()
-    bpd, info = scorekit.bits_per_dim(model.score_fn(None), model.sde, levels, num_levels=datasets.DIGITS_LEVELS,
-                                      data_range=(-1.0, 1.0), rtol=rtol, atol=rtol,
+    bpd, info = scorekit.bits_per_dim(pipe.score_fn(), pipe.sde, levels, num_levels=datasets.DIGITS_LEVELS,
+                                      data_range=datasets.DIGITS_DATA_RANGE, rtol=rtol, atol=rtol,
                                       generator=torch.Generator().manual_seed(seed))
     stderr = float(bpd.std() / math.sqrt(len(bpd)))
     return dict(bpd=float(bpd.mean()), stderr=stderr, num=len(bpd), nfe=info["nfe"],

@@ -7,6 +7,7 @@ import time
 
 import torch
 
+from . import sample_shards
 from .common import add_model_args, add_sampler_args, load_pipeline, sampler_overrides, save_grid
 
 
@@ -27,10 +28,13 @@ def register(subparsers) -> None:
                         "all images, or one per image")
     p.add_argument("--guidance-scale", type=float, default=1.0,
                    help="classifier guidance scale (1 = the paper's conditional score); with --class-label")
+    sample_shards.add_shard_args(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.num_images is not None:
+        sample_shards.check_shard_args(args)  # before loading anything
     kwargs = dict(num_inference_steps=args.steps, output_type="pt", sampler=args.sampler, **sampler_overrides(args))
     if args.class_label is not None:
         from scorekit.pipelines import ScoreSDEClassConditionalPipeline
@@ -40,10 +44,26 @@ def run(args: argparse.Namespace) -> int:
         kwargs.update(class_labels=labels, guidance_scale=args.guidance_scale)
     else:
         pipe = load_pipeline(args.model, args.device)
+    if args.num_images is not None:
+        return _run_sharded(pipe, kwargs, args)
     generator = torch.Generator(device=args.device).manual_seed(args.seed)
     start = time.perf_counter()
     out = pipe(batch_size=args.batch_size, generator=generator, **kwargs)
     elapsed = time.perf_counter() - start
     save_grid(out.images, args.out, nrow=args.nrow)
     print(f"wrote {args.out}: {args.batch_size} images, NFE {out.nfe}, {elapsed:.1f} s")
+    return 0
+
+
+def _run_sharded(pipe, kwargs: dict, args: argparse.Namespace) -> int:
+    def draw(n, generator, labels):
+        extra = {} if labels is None else dict(class_labels=labels)
+        out = pipe(batch_size=n, generator=generator, **{**kwargs, **extra, "output_type": "np"})
+        return (out.images * 255).round().astype("uint8"), out.nfe
+
+    pipe.set_progress_bar_config(disable=True)
+    start = time.perf_counter()
+    done = sample_shards.run_shards(args, draw)
+    print(f"process {done['process']}/{done['num_processes']}: wrote shards {done['written']}, skipped (already "
+          f"there) {done['skipped']} in {args.out}, {time.perf_counter() - start:.1f} s")
     return 0

@@ -16,7 +16,7 @@ import os
 
 SHIPPED_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "shipped")
 SHIPPED_MODELS = {
-    "scorekit/digits": "class-conditional (CFG) VP score model on sklearn 8x8 digits + its noise-conditional classifier",
+    "scorekit/digits": "class-conditional (CFG) VP model on sklearn 8x8 digits + its noise-conditional classifier",
     "scorekit/photos": "RGB VP score model on 16x16 patches of scikit-image / scikit-learn photos",
 }
 CHECKSUMS = "checksums.json"
@@ -68,7 +68,8 @@ def verify_folder(path: str, name: str | None = None) -> None:
         with open(listing) as f:
             expected = json.load(f)
     except (OSError, json.JSONDecodeError) as err:
-        raise ValueError(f"shipped model {label!r} is corrupted: cannot read {listing} ({err}); reinstall scorekit")
+        raise ValueError(f"shipped model {label!r} is corrupted: cannot read {listing} ({err}); "
+                         f"reinstall scorekit") from err
     for rel, digest in expected.items():
         file = os.path.join(path, rel)
         if not os.path.isfile(file):
