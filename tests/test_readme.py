@@ -23,7 +23,7 @@ def readme_blocks() -> list[tuple[str, str]]:
 
 def test_readme_has_runnable_python_and_shell_blocks():
     langs = [lang for lang, code in readme_blocks() if not code.startswith(SKIP)]
-    assert langs.count("python") >= 3 and langs.count("bash") >= 2
+    assert langs.count("python") >= 3 and langs.count("bash") >= 1
     assert {lang for lang, _ in readme_blocks()} <= {"python", "bash"}, "only python and bash blocks are run"
     skipped = "".join(code for _, code in readme_blocks() if code.startswith(SKIP))
     assert re.search(r"^make demo", skipped, re.M) and re.search(r"^make test", skipped, re.M)
