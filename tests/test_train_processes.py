@@ -65,11 +65,13 @@ def test_sigkill_and_resume_is_bit_exact(tmp_path):
 
 @pytest.mark.slow
 def test_two_cpu_processes_see_different_data_and_agree(tmp_path):
+    # accelerate 1.15's `--cpu --num_processes 2` starts ONE process unless mpirun is set up; its torchrun launcher
+    # (`--multi_gpu`) with ACCELERATE_USE_CPU=true runs two gloo processes on CPU, on machines with or without GPUs.
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--num_machines", "1",
-           "--mixed_precision", "no", "--dynamo_backend", "no", "--cpu", SCRIPT, *FLAGS, "--output_dir", str(out),
-           "--max_train_steps", "4", "--checkpointing_steps", "4", "--trace_data"]
-    subprocess.run(cmd, check=True, env=ENV, capture_output=True, timeout=600)
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", SCRIPT, *FLAGS,
+           "--output_dir", str(out), "--max_train_steps", "4", "--checkpointing_steps", "4", "--trace_data"]
+    subprocess.run(cmd, check=True, env={**ENV, "ACCELERATE_USE_CPU": "true"}, capture_output=True, timeout=600)
     traces = [json.loads((out / f"data_trace_{r}.json").read_text()) for r in (0, 1)]
     assert len(traces[0]["batches"]) == len(traces[1]["batches"]) == 4
     assert not set(traces[0]["batches"]) & set(traces[1]["batches"]), "both processes trained on the same batches"

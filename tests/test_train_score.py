@@ -107,3 +107,38 @@ def test_push_to_hub_uploads_the_pipeline_folder(tmp_path, monkeypatch):
     assert calls["repo"] == "someone/digits" and calls["token"] == "secret"
     assert {"model_index.json", "unet", "scheduler", "README.md"} <= set(calls["files"])
     assert "checkpoint-*" in calls["ignore"]
+
+
+def test_scorekit_train_cli(tmp_path, capsys):
+    from scorekit.cli import main
+
+    out = str(tmp_path / "cli")
+    assert main(["train", *TINY, "--output_dir", out, "--max_train_steps", "1"]) == 0
+    assert "final loss" in capsys.readouterr().out and os.path.isfile(os.path.join(out, "model_index.json"))
+    assert main(["train", *TINY, "--output_dir", out, "--sde", "nope"]) == 2
+    assert "--sde='nope'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train-classifier", "--help"])
+    assert "--score_model" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("extra", [
+    ["--dataset", "photos", "--resolution", "8", "--sde", "subvp", "--prediction_type", "score", "--weighting", "g2",
+     "--importance_sampling", "--random_flip", "--reduce", "sum"],
+    ["--sde", "ve", "--loss", "smld"],
+    ["--loss", "ddpm", "--lr_scheduler", "constant_with_warmup"],
+])
+def test_other_sdes_losses_and_data_load_as_pipelines(tmp_path, extra):
+    from scorekit import ScoreSDEPipeline
+
+    out = str(tmp_path / "run")
+    args = [*TINY, "--output_dir", out, "--max_train_steps", "2", *extra]
+    if "photos" in extra:
+        args.remove("digits")
+        args.remove("--dataset")
+    result = train_score.main(args)
+    assert torch.isfinite(torch.tensor(result["final_loss"]))
+    pipe = ScoreSDEPipeline.from_pretrained(out)
+    pipe.set_progress_bar_config(disable=True)
+    images = pipe(batch_size=2, num_inference_steps=2, sampler="ode", method="euler", output_type="pt").images
+    assert torch.isfinite(images).all() and images.shape[1] == (3 if "photos" in extra else 1)

@@ -74,8 +74,17 @@ def add_common_flags(p: argparse.ArgumentParser) -> None:
     c.add_argument("--hub_token", default=None)
 
 
+DESCRIPTION = "Train a score network (UNet2DModel) on a score SDE with accelerate."
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Train a score network (UNet2DModel) on a score SDE with accelerate.")
+    p = argparse.ArgumentParser(description=DESCRIPTION)
+    add_score_flags(p)
+    return p
+
+
+def add_score_flags(p: argparse.ArgumentParser) -> None:
+    """Every flag of ``train_score.py`` (also the ``scorekit train`` subcommand)."""
     add_common_flags(p)
     m = p.add_argument_group("model and loss")
     m.add_argument("--model_config_name_or_path", default=None, help="UNet2DModel config JSON (overrides --preset)")
@@ -104,7 +113,6 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--eval_batch_size", type=int, default=16)
     e.add_argument("--eval_sampler", choices=("pc", "ode", "ddim"), default="ddim")
     e.add_argument("--eval_steps", type=int, default=50)
-    return p
 
 
 def _check_positive_int(flag: str, value, allow_zero: bool = False) -> None:

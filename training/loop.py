@@ -102,7 +102,8 @@ def fit(run: TrainingRun, args: argparse.Namespace, loss_fn: Callable, after_upd
     ``after_update(step)`` runs after every optimizer update (EMA, sample grids) and before that step's checkpoint.
 
     Returns:
-        ``{"final_loss", "steps", "images_per_second"}`` (images over all processes, loop wall time).
+        ``{"final_loss", "steps", "images_per_second"}`` (images over all processes per second of loop wall time,
+        counted after the first update).
     """
     from tqdm.auto import tqdm
 
@@ -122,12 +123,15 @@ def fit(run: TrainingRun, args: argparse.Namespace, loss_fn: Callable, after_upd
                 run.optimizer.step()
                 run.lr_scheduler.step()
                 run.optimizer.zero_grad(set_to_none=True)
-            images += batch["images"].shape[0] * acc.num_processes
+            if step > run.step:  # throughput excludes the first update's one-time costs
+                images += batch["images"].shape[0] * acc.num_processes
             if trace is not None:
                 trace.append(_digest(batch["images"]))
             if not acc.sync_gradients:
                 continue
             step += 1
+            if step == run.step + 1:
+                start = time.perf_counter()
             last_loss = loss.detach().item()
             if after_update is not None:
                 after_update(step)

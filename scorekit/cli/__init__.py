@@ -10,7 +10,7 @@ import importlib
 import sys
 
 # Subcommand modules of this package, in the order `scorekit --help` lists them.
-SUBCOMMANDS = ["sample", "inpaint", "colorize", "likelihood", "demo"]
+SUBCOMMANDS = ["sample", "inpaint", "colorize", "likelihood", "demo", "train", "train_classifier"]
 
 
 def build_parser() -> argparse.ArgumentParser:

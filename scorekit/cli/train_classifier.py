@@ -1,0 +1,23 @@
+"""``scorekit train-classifier``: the time-classifier trainer (``training/train_classifier.py``) in one process."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers) -> None:
+    from scorekit.training.train_classifier import DESCRIPTION, add_classifier_flags
+
+    p = subparsers.add_parser("train-classifier", aliases=["train_classifier"],
+                              help="train a noise-conditional classifier for guidance",
+                              description=DESCRIPTION, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_classifier_flags(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from scorekit.training.train_classifier import train
+
+    result = train(args)
+    print(f"trained {result['steps']} steps, final loss {result['final_loss']:.5f}; saved under {args.output_dir}")
+    return 0
