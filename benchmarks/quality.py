@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 import sys
 import tempfile
 import time
@@ -53,9 +54,12 @@ def fid_kid(cnn: DigitsCNN, real: torch.Tensor, fakes: dict[str, torch.Tensor]) 
     from torchmetrics.image.kid import KernelInceptionDistance
 
     cnn.feature_mode = True
+    with torch.no_grad():  # KID's cubic kernel needs features of unit scale: divide by the train features' RMS
+        scale = float(cnn(real).pow(2).mean().sqrt())
+    extractor = _Scaled(cnn, scale)
     n = min(len(x) for x in fakes.values())
-    fid = FrechetInceptionDistance(feature=cnn, reset_real_features=False, normalize=True)
-    kid = KernelInceptionDistance(feature=cnn, reset_real_features=False, normalize=True, subsets=50,
+    fid = FrechetInceptionDistance(feature=extractor, reset_real_features=False, normalize=True)
+    kid = KernelInceptionDistance(feature=extractor, reset_real_features=False, normalize=True, subsets=50,
                                   subset_size=min(100, n))
     fid.update(real, real=True)
     kid.update(real, real=True)
@@ -69,6 +73,17 @@ def fid_kid(cnn: DigitsCNN, real: torch.Tensor, fakes: dict[str, torch.Tensor]) 
         out[name] = (float(fid.compute()), float(k_mean), float(k_std))
     cnn.feature_mode = False
     return out
+
+
+class _Scaled(torch.nn.Module):
+    num_features = DigitsCNN.num_features
+
+    def __init__(self, cnn: DigitsCNN, scale: float):
+        super().__init__()
+        self.cnn, self.scale = cnn, scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.cnn(x) / self.scale
 
 
 def diversity_ratio(cnn: DigitsCNN, x: torch.Tensor, labels: torch.Tensor, ref: torch.Tensor, ref_labels) -> float:
@@ -128,15 +143,20 @@ def section_fid(cnn, args, train, test, work) -> list[str]:
             "test + N(0, 0.05^2) noise": (test + 0.05 * torch.randn(test.shape, generator=g)).clamp(0, 1),
             "test, 3x3 box blur": torch.nn.functional.avg_pool2d(test, 3, 1, 1, count_include_pad=False)}
     fakes, nfe = {}, {}
-    for label, flags, cost in UNCOND[: 2 if args.quick else None]:
+    runs = UNCOND[: 2 if args.quick else None] + [
+        (f"CFG w={w:g}, DDIM 20 (classes balanced)", ["--sampler", "ddim", "--steps", "19", "--class-label",
+                                                      *map(str, range(10)), "--guidance-scale", str(w)], 20)
+        for w in args.cfg_scales[:2]]
+    for label, flags, cost in runs:
         fakes[label] = sharded("scorekit/digits", n, flags + ["--seed", str(args.seed)],
-                               os.path.join(work, label.replace(" ", "_")))
+                               os.path.join(work, re.sub(r"\W+", "_", label)))
         nfe[label] = cost
         print(f"sampled {label}", file=sys.stderr)
     scores = fid_kid(cnn, train, {**refs, **fakes})
     floor = scores["floor: test split"][0]
     rows = [f"FID / KID against the train split ({len(train)} digits), {n} images each, CNN features (64-d)", "",
-            "| set | NFE | FID | FID / floor | KID x 1e3 (± std) |", "|---|---:|---:|---:|---:|"]
+            "| set | NFE | FID | FID / floor | KID x 1e3 (± std over 50 subsets of 100) |",
+            "|---|---:|---:|---:|---:|"]
     for name, (fid, k, ks) in scores.items():
         rows.append(f"| {name} | {nfe.get(name, '-')} | {fid:.3f} | {fid / floor:.2f} | {1e3 * k:.2f} ± "
                     f"{1e3 * ks:.2f} |")
