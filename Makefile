@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 # Small tensors run fastest single-threaded, and 2-thread OpenMP pools thrash when processes share 2 cores.
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup browser demo test lint bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +17,11 @@ setup: $(VENV)/.installed
 demo: setup
 	$(VENV)/bin/scorekit demo --out outputs/demo
 
-test: setup
+# headless Chromium for tests/test_demo.py (opens the demo's index.html): Debian's package, installed when missing
+browser:
+	@command -v chromium >/dev/null 2>&1 || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; }
+
+test: setup browser
 	$(PY) -m pytest -q
 
 lint: setup

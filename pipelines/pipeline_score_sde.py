@@ -12,6 +12,7 @@ import torch
 from diffusers import DiffusionPipeline
 from diffusers.image_processor import VaeImageProcessor
 
+from scorekit.models.shipped import is_shipped_name, shipped_model_path
 from scorekit.sampling import SAMPLERS, sample
 from scorekit.schedulers import ScoreSDEODEScheduler, ScoreSDEPCScheduler, ScoreSDESchedulerBase
 from scorekit.schedulers.loop import scheduler_loop
@@ -65,7 +66,8 @@ class ScoreSDEPipeline(LikelihoodMixin, DiffusionPipeline):
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, allow_pickle: bool = False,
                         **kwargs):
-        """Load from a folder or Hub repo id; also reads flat repos (``config.json`` and ``scheduler_config.json``
+        """Load from a folder, a shipped short name (``"scorekit/digits"``, see :mod:`scorekit.models.shipped`) or a
+        Hub repo id; also reads flat repos (``config.json`` and ``scheduler_config.json``
         beside ``model_index.json``, as google/ddpm-cifar10-32 and google/ncsnpp-* are laid out).
 
         A Hub id is downloaded first (``revision``, ``cache_dir``, ``token``, ``local_files_only`` go to
@@ -84,6 +86,8 @@ class ScoreSDEPipeline(LikelihoodMixin, DiffusionPipeline):
                 UNet whose config does not fit the scheduler's parameterization.
         """
         path = str(pretrained_model_name_or_path)
+        if is_shipped_name(path):  # "scorekit/digits": a checkpoint bundled with the package, never downloaded
+            path = shipped_model_path(path)
         if not os.path.isdir(path):
             path = download_repo(path, kwargs, allow_pickle)
         for key in ("cache_dir", "revision", "token", "local_files_only"):

@@ -63,7 +63,7 @@ def test_unreadable_image_and_missing_classifier_are_one_line_errors(model, tmp_
     assert code == 2 and "--image" in err and "cannot read it as an image" in err and len(err.splitlines()) == 1
     code, _, err = run_cli(["sample", "--model", model, "--class-label", "1", "--out", str(tmp_path / "o.png")],
                            capsys)
-    assert code == 2 and "--class-label needs a pipeline with a classifier" in err and len(err.splitlines()) == 1
+    assert code == 2 and "--class-label needs a class-conditional UNet" in err and len(err.splitlines()) == 1
 
 
 def test_resize_and_threshold_only_when_asked_and_reported(model, tmp_path, capsys):

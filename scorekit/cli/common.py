@@ -67,15 +67,22 @@ def check_device(name: str) -> torch.device:
     return device
 
 
-def require_component(path: str, component: str, option: str) -> None:
-    """Raise a one-line ValueError when the pipeline folder ``path`` has no ``component`` that ``option`` needs."""
+def require_class_conditioning(path: str, option: str) -> None:
+    """Raise a one-line ValueError when the pipeline folder ``path`` can do neither classifier-free guidance (a UNet
+    with class embeddings) nor classifier guidance (a ``classifier`` component), which ``option`` needs."""
     index = os.path.join(path, "model_index.json")
     if not os.path.isfile(index):
-        return  # a Hub id or a flat folder: the loader reports what is missing
+        return  # a short name, a Hub id or a flat folder: the loader reports what is missing
     with open(index) as f:
-        entry = json.load(f).get(component)
-    if not entry or entry[0] is None:
-        raise ValueError(f"{option} needs a pipeline with a {component}, but {index} lists none")
+        entry = json.load(f).get("classifier")
+    unet_config = os.path.join(path, "unet", "config.json")
+    class_embeds = None
+    if os.path.isfile(unet_config):
+        with open(unet_config) as f:
+            class_embeds = json.load(f).get("num_class_embeds")
+    if (not entry or entry[0] is None) and not class_embeds:
+        raise ValueError(f"{option} needs a class-conditional UNet (classifier-free guidance) or a classifier "
+                         f"(classifier guidance), but {path} has neither")
 
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:

@@ -1,0 +1,96 @@
+"""The checkpoints that ship in the package: short names, integrity checks, package data, clear errors."""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from scorekit.cli import main
+from scorekit.models import SHIPPED_MODELS, shipped_model_path
+from scorekit.models import shipped as shipped_module
+from scorekit.pipelines import ScoreSDEClassConditionalPipeline, ScoreSDEPipeline
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED_MODELS))
+def test_short_names_resolve_offline_to_verified_folders(name):
+    path = shipped_model_path(name)
+    assert os.path.isfile(os.path.join(path, "model_index.json"))
+    assert os.path.isfile(os.path.join(path, "README.md")), "every shipped model has a model card"
+    assert shipped_model_path(name.split("/")[1]) == path  # "digits" works too
+    size = sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
+    assert size < 8e6, f"{name} is {size / 1e6:.1f} MB; shipped folders stay a few MB"
+
+
+def test_digits_model_is_cfg_capable_with_classifier_and_samples():
+    pipe = ScoreSDEClassConditionalPipeline.from_pretrained("scorekit/digits")
+    assert pipe.conditioning == "classifier-free" and pipe.classifier is not None
+    g = torch.Generator().manual_seed(0)
+    out = pipe(class_labels=[3, 7], guidance_scale=2.0, num_inference_steps=2, sampler="ddim", generator=g,
+               output_type="pt")
+    assert out.images.shape == (2, 1, 8, 8) and torch.isfinite(out.images).all()
+
+
+def test_photos_model_loads_by_short_name():
+    pipe = ScoreSDEPipeline.from_pretrained("scorekit/photos")
+    assert pipe.unet.config.in_channels == 3 and pipe.unet.config.sample_size == 16
+
+
+def test_package_data_globs_cover_every_shipped_file():
+    line = re.search(r'^"scorekit.models" = (\[.*\])$', (ROOT / "pyproject.toml").read_text(), re.M)
+    globs = json.loads(line.group(1))  # [tool.setuptools.package-data]
+    files = [str(f.relative_to(ROOT / "scorekit" / "models")) for f in (ROOT / "scorekit/models/shipped").rglob("*")
+             if f.is_file()]
+    assert files
+    missed = [f for f in files if not any(fnmatch.fnmatch(f, g) and f.count("/") == g.count("/") for g in globs)]
+    assert not missed, f"not installed with the package: {missed}"
+
+
+def test_unknown_short_name_is_a_clear_error(capsys):
+    with pytest.raises(ValueError, match=r"unknown shipped model 'scorekit/nope'.*scorekit/digits"):
+        shipped_model_path("scorekit/nope")
+    assert main(["sample", "--model", "scorekit/nope", "--out", "unused.png"]) == 2
+    assert "unknown shipped model" in capsys.readouterr().err
+
+
+@pytest.fixture
+def shipped_copy(tmp_path, monkeypatch):
+    root = tmp_path / "shipped"
+    shutil.copytree(shipped_module.SHIPPED_ROOT, root)
+    monkeypatch.setattr(shipped_module, "SHIPPED_ROOT", str(root))
+    return root
+
+
+def test_corrupted_weights_are_reported_before_loading(shipped_copy, capsys):
+    weights = shipped_copy / "digits" / "unet" / "diffusion_pytorch_model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="corrupted: unet/diffusion_pytorch_model.safetensors does not match"):
+        ScoreSDEPipeline.from_pretrained("scorekit/digits")
+    assert main(["sample", "--model", "scorekit/digits", "--out", "unused.png"]) == 2
+    assert "corrupted" in capsys.readouterr().err
+
+
+def test_missing_file_and_missing_listing_are_reported(shipped_copy):
+    os.remove(shipped_copy / "photos" / "scheduler" / "scheduler_config.json")
+    with pytest.raises(ValueError, match="scheduler/scheduler_config.json is missing"):
+        shipped_model_path("scorekit/photos")
+    os.remove(shipped_copy / "photos" / "checksums.json")
+    with pytest.raises(ValueError, match="corrupted: cannot read"):
+        shipped_model_path("scorekit/photos")
+
+
+def test_demo_rejects_an_output_path_that_is_a_file(tmp_path, capsys):
+    taken = tmp_path / "taken"
+    taken.write_text("x")
+    assert main(["demo", "--quick", "--out", str(taken)]) == 2
+    assert "is a file" in capsys.readouterr().err
