@@ -14,7 +14,7 @@ import math
 
 import torch
 
-from .common import DataPrediction, call_back, project_fn, work_dtype
+from .common import DataPrediction, call_back, project_fn
 from .dpm_solver import _finish
 from .timesteps import Grid, make_grid, t_of_lambda
 
@@ -61,8 +61,7 @@ def adaptive_ei(x, *, score_fn, sde, eps, generator, condition, progress, callba
     """
     ends = make_grid(sde, 1, eps, "uniform")  # (T, eps) with their kernel coefficients
     lam, lam_end = ends.lam.tolist()
-    model_dtype, x = x.dtype, x.to(work_dtype(x.dtype))
-    x0_fn, project = DataPrediction(score_fn, model_dtype), project_fn(condition, False)
+    x0_fn, project = DataPrediction(score_fn), project_fn(condition, False)
     t, h, m_s, i = sde.T, H_INIT, None, 0
     for _ in range(MAX_ATTEMPTS):
         if lam >= lam_end:
@@ -77,10 +76,10 @@ def adaptive_ei(x, *, score_fn, sde, eps, generator, condition, progress, callba
         err = _error(x_high, x_low, x, rtol, atol)
         if err <= 1:
             x, t, lam, m_s = x_high, (eps if last else t_next), (lam_end if last else lam + h), None
-            x = call_back(i, t, x, callback, model_dtype)
+            x = call_back(i, t, x, callback)
             i += 1
         h = THETA * h * max(err, 1e-12) ** (-1 / order)
     else:
         raise RuntimeError(f"adaptive DPM-Solver did not reach eps in {MAX_ATTEMPTS} attempts (rtol={rtol}, "
                            f"atol={atol})")
-    return _finish(x, ends, x0_fn, project, generator, denoise).to(model_dtype)
+    return _finish(x, ends, x0_fn, project, generator, denoise)

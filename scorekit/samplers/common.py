@@ -9,35 +9,28 @@ import torch
 from ..utils import batch_time
 
 
-def work_dtype(dtype: torch.dtype) -> torch.dtype:
-    """The dtype the solver state lives in: float32 for half-precision models, else the model's own (DESIGN §6)."""
-    return torch.promote_types(dtype, torch.float32)
-
-
 class DataPrediction:
     """``x0(x, t) = (x + std(t)^2 score(x, t)) / alpha(t)`` (Tweedie), the data prediction of DPM-Solver++.
 
-    The score is evaluated in the model's ``dtype`` and its output cast to the solver's working dtype; ``t`` is
-    passed as a ``(B,)`` tensor in the working dtype (float32 at least), ``alpha`` and ``std`` as Python floats.
+    ``x`` is the solver state in the compute dtype of :mod:`scorekit.numerics` (``sample()`` hands it over so, and its
+    counted ``score_fn`` calls the model in the model's dtype and casts back); ``t`` is passed as a ``(B,)`` tensor in
+    that dtype, ``alpha`` and ``std`` as Python floats.
     """
 
-    def __init__(self, score_fn: Callable, model_dtype: torch.dtype):
-        self.score_fn, self.model_dtype = score_fn, model_dtype
+    def __init__(self, score_fn: Callable):
+        self.score_fn = score_fn
 
     def __call__(self, x: torch.Tensor, t: float, alpha: float, std: float) -> torch.Tensor:
-        score = self.score_fn(x.to(self.model_dtype), batch_time(t, x.shape[0], x)).to(x.dtype)
-        return (x + std**2 * score) / alpha
+        return (x + std**2 * self.score_fn(x, batch_time(t, x.shape[0], x))) / alpha
 
 
-def call_back(i: int, t: float, x: torch.Tensor, callback, model_dtype: torch.dtype) -> torch.Tensor:
-    """Run the step callback on ``x`` in the model dtype; a returned tensor replaces the state (cast back)."""
+def call_back(i: int, t: float, x: torch.Tensor, callback) -> torch.Tensor:
+    """End step ``i`` through the shared hook (finiteness record + callback rule); returns what the next step uses."""
     if callback is None:
         return x
     from ..sampling import _after_step  # the shared callback convention (imported late: sampling imports us)
 
-    shown = x.to(model_dtype)
-    out = _after_step(i, torch.tensor(t, dtype=torch.float32), shown, callback)
-    return x if out is shown else out.to(x.dtype)
+    return _after_step(i, torch.tensor(t, dtype=torch.float32), x, callback)
 
 
 def iterate(n: int, progress):

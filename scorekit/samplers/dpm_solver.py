@@ -18,7 +18,7 @@ import math
 import torch
 
 from ..utils import randn_like
-from .common import DataPrediction, call_back, iterate, project_fn, step_order, work_dtype
+from .common import DataPrediction, call_back, iterate, project_fn, step_order
 from .timesteps import Grid, make_grid, t_of_lambda
 
 MULTISTEP_ORDERS = (1, 2, 3)
@@ -67,8 +67,7 @@ def dpm_solver_pp(x, *, score_fn, sde, eps, generator, condition, progress, call
     NFE: one per grid step, plus one for the final denoising (the step to ``sigma = 0``).
     """
     grid = make_grid(sde, steps, eps, time_grid, rho, timesteps)
-    model_dtype, x = x.dtype, x.to(work_dtype(x.dtype))
-    x0_fn, project = DataPrediction(score_fn, model_dtype), project_fn(condition, stochastic)
+    x0_fn, project = DataPrediction(score_fn), project_fn(condition, stochastic)
     history: list = []
     for i in iterate(grid.steps, progress):
         t = float(grid.t[i])
@@ -79,8 +78,8 @@ def dpm_solver_pp(x, *, score_fn, sde, eps, generator, condition, progress, call
             x = sde_multistep_update(x, grid, i, history, k, randn_like(x, generator))
         else:
             x = multistep_update(x, grid, i, history, k)
-        x = call_back(i, float(grid.t[i + 1]), x, callback, model_dtype)
-    return _finish(x, grid, x0_fn, project, generator, denoise).to(model_dtype)
+        x = call_back(i, float(grid.t[i + 1]), x, callback)
+    return _finish(x, grid, x0_fn, project, generator, denoise)
 
 
 def _finish(x, grid: Grid, x0_fn, project, generator, denoise: bool) -> torch.Tensor:
@@ -134,13 +133,12 @@ def dpm_solver_pp_singlestep(x, *, score_fn, sde, eps, generator, condition, pro
     :func:`~scorekit.samplers.common.step_order` says), plus one for denoising."""
     grid = make_grid(sde, steps, eps, time_grid, rho, timesteps)
     stages = stage_grid(sde, grid, (0.5,) if order == 2 else (1 / 3, 2 / 3), eps) if order > 1 else []
-    model_dtype, x = x.dtype, x.to(work_dtype(x.dtype))
-    x0_fn, project = DataPrediction(score_fn, model_dtype), project_fn(condition, False)
+    x0_fn, project = DataPrediction(score_fn), project_fn(condition, False)
     for i in iterate(grid.steps, progress):
         t = float(grid.t[i])
         x = project(x, _tb(t, x), generator)
         m_s = x0_fn(x, t, float(grid.alpha[i]), float(grid.std[i]))
         k = step_order(order, i, grid.steps, denoise, warm_up=False)
         x = singlestep_update(x, x0_fn, grid, stages, i, m_s, k)
-        x = call_back(i, float(grid.t[i + 1]), x, callback, model_dtype)
-    return _finish(x, grid, x0_fn, project, generator, denoise).to(model_dtype)
+        x = call_back(i, float(grid.t[i + 1]), x, callback)
+    return _finish(x, grid, x0_fn, project, generator, denoise)

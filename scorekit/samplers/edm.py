@@ -14,7 +14,7 @@ import math
 import torch
 
 from ..utils import randn_like
-from .common import DataPrediction, call_back, iterate, project_fn, work_dtype
+from .common import DataPrediction, call_back, iterate, project_fn
 from .dpm_solver import _finish, _tb
 from .timesteps import Grid, make_grid, t_of_sigma
 
@@ -35,8 +35,7 @@ def edm_heun(x, *, score_fn, sde, eps, generator, condition, progress, callback,
     last Euler step to ``sigma = 0`` is exactly that denoising)."""
     grid = make_grid(sde, steps, eps, time_grid, rho, timesteps)
     hat = churn_grid(sde, grid, eps, s_churn, s_tmin, s_tmax)
-    model_dtype, x = x.dtype, x.to(work_dtype(x.dtype))
-    x0_fn, project = DataPrediction(score_fn, model_dtype), project_fn(condition, s_churn > 0)
+    x0_fn, project = DataPrediction(score_fn), project_fn(condition, s_churn > 0)
 
     def denoised(xs: torch.Tensor, g: Grid, j: int) -> torch.Tensor:  # D(x~; sigma) at the time g.t[j]
         a = float(g.alpha[j])
@@ -52,5 +51,5 @@ def edm_heun(x, *, score_fn, sde, eps, generator, condition, progress, callback,
         x_euler = xs + (s_next - s_hat) * d  # line 8
         d_next = (x_euler - denoised(x_euler, grid, i + 1)) / s_next  # line 10
         xs = xs + (s_next - s_hat) * 0.5 * (d + d_next)  # line 11: trapezoid
-        x = call_back(i, float(grid.t[i + 1]), float(grid.alpha[i + 1]) * xs, callback, model_dtype)
-    return _finish(x, grid, x0_fn, project, generator, denoise).to(model_dtype)
+        x = call_back(i, float(grid.t[i + 1]), float(grid.alpha[i + 1]) * xs, callback)
+    return _finish(x, grid, x0_fn, project, generator, denoise)

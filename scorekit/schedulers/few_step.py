@@ -17,8 +17,9 @@ from typing import Any
 
 import torch
 
+from ..numerics import compute_dtype
 from ..samplers import FEW_STEP_SAMPLERS, make_grid
-from ..samplers.common import step_order, work_dtype
+from ..samplers.common import step_order
 from ..samplers.dpm_solver import multistep_update, sde_multistep_update
 from ..score import output_to_score
 from ..utils import append_dims, batch_time, randn_like
@@ -55,7 +56,7 @@ class FewStepSchedulerMixin:
         if self._stage >= len(self.timesteps):
             raise ValueError(f"step() called {self._stage + 1} times but timesteps has {len(self.timesteps)} entries; "
                              f"call set_timesteps again to start a new run")
-        x = sample.to(work_dtype(sample.dtype))
+        x = sample.to(compute_dtype(sample.dtype))
         stage, grid = self._stage, self._grid
         self._stage += 1
         solver = self.config.solver
