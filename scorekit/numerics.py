@@ -26,8 +26,9 @@ No silent NaN, without a host synchronisation per score call
 Callbacks
     :func:`apply_callback` is the one rule for ``callback(i, t, x)``: it is called after every step of a fixed-step
     sampler, including the last; it receives the tensor the next step (or, after the last step, the output or
-    the final denoising) uses, and what it returns replaces that tensor. Adaptive solvers do not call it (their
-    steps are chosen by the error controller, not by the user); ``info["callback_steps"]`` reports the calls made.
+    the final denoising) uses, and what it returns replaces that tensor. The adaptive torchdiffeq / scipy ODE solves
+    do not call it (their steps are chosen inside the solver); the adaptive DPM-Solver (``"dpmsolver-adaptive"``)
+    calls it after every accepted step. ``info["callback_steps"]`` reports the calls made.
 """
 
 from __future__ import annotations
