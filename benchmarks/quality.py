@@ -39,7 +39,10 @@ from scorekit.cli import main as cli  # noqa: E402
 from scorekit.cli.sample_shards import load_shards  # noqa: E402
 
 SECTIONS = ["guidance", "fid", "bpd", "restoration"]
+GUIDED_SAMPLERS = {"dpmsolver++": "DPM-Solver++(2M), logSNR grid", "ddim": "DDIM"}  # 19 steps + 1 denoising = 20 NFE
 UNCOND = [  # (label, sampler flags, NFE)
+    ("DPM-Solver++(2M) 10", ["--sampler", "dpmsolver++", "--steps", "9"], 10),
+    ("DPM-Solver++(2M) 20", ["--sampler", "dpmsolver++", "--steps", "19"], 20),
     ("DDIM 10", ["--sampler", "ddim", "--steps", "9"], 10),
     ("DDIM 20", ["--sampler", "ddim", "--steps", "19"], 20),
     ("DDIM 50", ["--sampler", "ddim", "--steps", "49"], 50),
@@ -112,11 +115,13 @@ def sharded(model: str, n: int, flags: list[str], out: str, extra: list[str] = (
     return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
 
 
-def guided(pipe, labels: torch.Tensor, kind: str, scale: float, steps: int, seed: int) -> torch.Tensor:
+def guided(pipe, labels: torch.Tensor, kind: str, scale: float, steps: int, seed: int,
+           sampler: str) -> tuple[torch.Tensor, int]:
+    """Guided samples in [0, 1] for ``labels`` and their NFE (a batched CFG call counts once)."""
     g = torch.Generator().manual_seed(seed)
     kw = dict(guidance_scale=scale) if kind == "cfg" else dict(guidance_scale=0.0, classifier_scale=scale)
-    return pipe(class_labels=labels, num_inference_steps=steps, generator=g, output_type="pt", sampler="ddim",
-                **kw).images.float()
+    res = pipe(class_labels=labels, num_inference_steps=steps, generator=g, output_type="pt", sampler=sampler, **kw)
+    return res.images.float(), res.nfe
 
 
 def section_guidance(cnn, pipe, args, train, test, test_labels, threshold) -> list[str]:
@@ -126,11 +131,11 @@ def section_guidance(cnn, pipe, args, train, test, test_labels, threshold) -> li
     for kind, scales in (("cfg", args.cfg_scales), ("classifier", args.classifier_scales)):
         for scale in scales:
             start = time.perf_counter()
-            x = guided(pipe, labels, kind, scale, 19, args.seed)
+            x, nfe = guided(pipe, labels, kind, scale, 19, args.seed, args.sampler)
             acc = accuracy(cnn, x, labels)
             div = diversity_ratio(cnn, x, labels, test, test_labels)
             copies = near_copy_rate(x, train, threshold)
-            rows.append(f"| {kind} | {scale:g} | 20 | {acc:.3f} | {div:.2f} | {copies:.3f} | "
+            rows.append(f"| {kind} | {scale:g} | {nfe} | {acc:.3f} | {div:.2f} | {copies:.3f} | "
                         f"{time.perf_counter() - start:.0f} |")
             print(rows[-1], file=sys.stderr)
     return rows
@@ -144,11 +149,12 @@ def section_fid(cnn, args, train, test, work) -> list[str]:
             "test, 3x3 box blur": torch.nn.functional.avg_pool2d(test, 3, 1, 1, count_include_pad=False)}
     fakes, nfe = {}, {}
     runs = UNCOND[: 2 if args.quick else None] + [
-        (f"CFG w={w:g}, DDIM 20 (classes balanced)", ["--sampler", "ddim", "--steps", "19", "--class-label",
-                                                      *map(str, range(10)), "--guidance-scale", str(w)], 20)
+        (f"CFG w={w:g}, {GUIDED_SAMPLERS[args.sampler]} 20 (classes balanced)",
+         ["--sampler", args.sampler, "--steps", "19", "--class-label", *map(str, range(10)), "--guidance-scale",
+          str(w)], 20)
         for w in args.cfg_scales[:2]]
     for label, flags, cost in runs:
-        fakes[label] = sharded("scorekit/digits", n, flags + ["--seed", str(args.seed)],
+        fakes[label] = sharded(args.digits_model, n, flags + ["--seed", str(args.seed)],
                                os.path.join(work, re.sub(r"\W+", "_", label)))
         nfe[label] = cost
         print(f"sampled {label}", file=sys.stderr)
@@ -164,13 +170,16 @@ def section_fid(cnn, args, train, test, work) -> list[str]:
 
 
 def section_restoration(pipe, photo_path: str, args) -> list[str]:
+    """PSNR / SSIM of one posterior sample and of the mean of ``args.restore_samples`` samples per image (an
+    estimate of the posterior mean, the MSE-optimal answer) against the held-out truth, beside a naive fill."""
     from torchmetrics.functional.image import structural_similarity_index_measure as ssim
 
     from scorekit.cli.demo_sections import psnr, sibling
     from scorekit.pipelines import ScoreSDEColorizationPipeline, ScoreSDEInpaintPipeline
 
-    rows = ["| task | data | NFE | PSNR dB | SSIM | naive fill PSNR | naive fill SSIM |",
-            "|---|---|---:|---:|---:|---:|---:|"]
+    k = args.restore_samples
+    rows = [f"| task | data | NFE | PSNR dB (1 sample) | SSIM (1 sample) | PSNR dB (mean of {k}) | naive fill PSNR | "
+            "naive fill SSIM |", "|---|---|---:|---:|---:|---:|---:|---:|"]
     digits, _ = digits_test_unit()
     digits = digits[: args.restore_num]
     mask = torch.zeros_like(digits)
@@ -186,16 +195,20 @@ def section_restoration(pipe, photo_path: str, args) -> list[str]:
               None, 7)]
     for name, data, p, truth, m, kernel in tasks:
         g = torch.Generator().manual_seed(args.seed)
-        kw = dict(image=truth) if m is None else dict(image=truth, mask_image=m)
+        kw = dict(image=truth.repeat_interleave(k, 0))
+        if m is not None:
+            kw["mask_image"] = m.repeat_interleave(k, 0)
         res = p(**kw, num_inference_steps=args.pc_steps, generator=g, output_type="pt", sampler="pc")
-        x = res.images.float()
+        x = res.images.float().reshape(len(truth), k, *truth.shape[1:])
         if m is None:
             naive = truth.mean(1, keepdim=True).expand_as(truth)  # the gray image itself
         else:
             fill = (truth * (1 - m)).sum((2, 3), keepdim=True) / (1 - m).sum((2, 3), keepdim=True)
             naive = torch.where(m.bool(), fill, truth)  # masked pixels = mean of the known ones
-        rows.append(f"| {name} | {data} | {res.nfe} | {psnr(x, truth):.2f} | "
-                    f"{float(ssim(x, truth, data_range=1.0, kernel_size=kernel)):.3f} | {psnr(naive, truth):.2f} | "
+        one = x[:, 0]
+        rows.append(f"| {name} | {data} | {res.nfe} | {psnr(one, truth):.2f} | "
+                    f"{float(ssim(one, truth, data_range=1.0, kernel_size=kernel)):.3f} | "
+                    f"{psnr(x.mean(1), truth):.2f} | {psnr(naive, truth):.2f} | "
                     f"{float(ssim(naive, truth, data_range=1.0, kernel_size=kernel)):.3f} |")
         print(rows[-1], file=sys.stderr)
     return rows
@@ -225,12 +238,17 @@ def main() -> None:
     p.add_argument("--classifier-scales", type=float, nargs="*", default=None,
                    help="classifier guidance scales (none: skip classifier guidance)")
     p.add_argument("--sections", nargs="+", default=SECTIONS, choices=SECTIONS, help="what to measure")
+    p.add_argument("--sampler", choices=sorted(GUIDED_SAMPLERS), default="dpmsolver++",
+                   help="sampler of the guided rows and the CFG FID rows (19 steps + 1 denoising call = 20 NFE)")
+    p.add_argument("--digits-model", default="scorekit/digits",
+                   help="digits pipeline: a shipped short name or a folder (e.g. a retrained run to compare)")
+    p.add_argument("--photos-model", default="scorekit/photos", help="photo pipeline: a shipped short name or a folder")
     a = p.parse_args()
     a.per_class = 10 if a.quick else 36
     a.cfg_scales = a.cfg_scales or ([1.0, 3.0] if a.quick else [1.0, 1.5, 2.0, 3.0, 5.0])
     if a.classifier_scales is None:
         a.classifier_scales = [3.0] if a.quick else [1.0, 3.0, 5.0, 10.0]
-    a.restore_num, a.pc_steps, a.bpd_num = (8, 50, 40) if a.quick else (64, 200, 360)
+    a.restore_num, a.restore_samples, a.pc_steps, a.bpd_num = (8, 2, 50, 40) if a.quick else (64, 4, 200, 360)
     from scorekit.pipelines import ScoreSDEClassConditionalPipeline
 
     torch.manual_seed(a.seed)
@@ -240,13 +258,14 @@ def main() -> None:
     test, test_labels = digits_test_unit()
     nn_test = torch.cdist(test.flatten(1), train.flatten(1)).min(1).values
     threshold = float(torch.quantile(nn_test, 0.01))
-    pipe = ScoreSDEClassConditionalPipeline.from_pretrained("scorekit/digits")
+    pipe = ScoreSDEClassConditionalPipeline.from_pretrained(a.digits_model)
     pipe.set_progress_bar_config(disable=True)
     print(f"## scorekit quality benchmark{' (--quick)' if a.quick else ''}\n\n"
           f"Digits CNN (train split only): test accuracy {test_acc:.4f} on {len(test)} held-out digits.\n"
           f"Near-copy threshold: pixel L2 {threshold:.3f} (1st percentile of test-to-train nearest distances).\n")
     if "guidance" in a.sections:
-        print(f"### Guided digits, DDIM 19 steps (+1 denoising = 20 NFE), {10 * a.per_class} samples each\n")
+        print(f"### Guided digits, {GUIDED_SAMPLERS[a.sampler]} 19 steps (+1 denoising = 20 NFE), "
+              f"{10 * a.per_class} samples each\n")
         print("\n".join(section_guidance(cnn, pipe, a, train, test, test_labels, threshold)) + "\n")
     if "fid" in a.sections:
         with tempfile.TemporaryDirectory() as tmp:
@@ -257,7 +276,7 @@ def main() -> None:
         print("\n".join(section_bpd(pipe, a)) + "\n")
     if "restoration" in a.sections:
         print("### Restoration against held-out truth (PC sampler + Langevin corrector)\n")
-        print("\n".join(section_restoration(pipe, "scorekit/photos", a)) + "\n")
+        print("\n".join(section_restoration(pipe, a.photos_model, a)) + "\n")
     print(f"Total wall time {time.perf_counter() - start:.0f} s.")
 
 

@@ -94,3 +94,28 @@ def test_demo_rejects_an_output_path_that_is_a_file(tmp_path, capsys):
     taken.write_text("x")
     assert main(["demo", "--quick", "--out", str(taken)]) == 2
     assert "is a file" in capsys.readouterr().err
+
+
+def test_update_copies_a_run_keeps_the_card_and_records_checksums(shipped_copy, tmp_path, capsys):
+    run = tmp_path / "run"
+    ScoreSDEPipeline.from_pretrained("scorekit/photos").save_pretrained(run)
+    (run / "checkpoint-10").mkdir()  # training leftovers stay behind
+    (run / "checkpoint-10" / "model.safetensors").write_bytes(b"x")
+    card = (shipped_copy / "photos" / "README.md").read_text()
+    assert shipped_module.main(["update", "photos", str(run)]) == 0
+    assert "updated" in capsys.readouterr().out
+    assert (shipped_copy / "photos" / "README.md").read_text() == card
+    assert not (shipped_copy / "photos" / "checkpoint-10").exists()
+    shipped_model_path("scorekit/photos")  # every file verifies against the new listing
+    assert ScoreSDEPipeline.from_pretrained("scorekit/photos").unet.config.in_channels == 3
+    (shipped_copy / "photos" / "README.md").write_text(card + "\nedited\n")
+    with pytest.raises(ValueError, match="README.md does not match"):
+        shipped_model_path("scorekit/photos")
+    assert shipped_module.main(["checksums", "photos"]) == 0
+    shipped_model_path("scorekit/photos")
+
+
+def test_update_rejects_a_folder_that_is_not_a_pipeline(shipped_copy, tmp_path):
+    with pytest.raises(ValueError, match="run_dir .* has no model_index.json"):
+        shipped_module.update_shipped("scorekit/photos", str(tmp_path))
+    shipped_model_path("scorekit/photos")  # untouched

@@ -19,6 +19,7 @@ import os
 
 import torch
 
+from scorekit.models.shipped import is_shipped_name, shipped_model_path
 from scorekit.training.config import add_common_flags, validate_common
 from scorekit.training.data import dataset_from_args, load_digits_split
 from scorekit.training.loop import fit, make_accelerator, setup_run
@@ -41,10 +42,13 @@ def add_classifier_flags(p: argparse.ArgumentParser) -> None:
     """Every flag of ``train_classifier.py`` (also the ``scorekit train-classifier`` subcommand)."""
     add_common_flags(p)
     m = p.add_argument_group("classifier")
-    m.add_argument("--score_model", default=None, help="pipeline folder whose SDE / data range / time input to use")
+    m.add_argument("--score_model", default=None,
+                   help="pipeline folder (or shipped short name, e.g. scorekit/digits) whose SDE / data range / time "
+                        "input to use; the output is then that pipeline plus the classifier")
     m.add_argument("--sde", default="vp", choices=("vp", "subvp", "ve"), help="without --score_model")
     m.add_argument("--init_classifier", default=None, help="a classifier/ folder to continue from")
-    m.add_argument("--block_out_channels", default="32,64,64")
+    m.add_argument("--block_out_channels", default="32,64,64", help="comma-separated widths, one per resolution level")
+    m.add_argument("--layers_per_block", type=int, default=1, help="residual blocks per resolution level")
     m.add_argument("--time_embedding_type", default=None, choices=("fourier", "positional"),
                    help="default: fourier for sigma-parameterized score models, else positional")
     m.add_argument("--train_eps", type=float, default=1e-5)
@@ -100,7 +104,8 @@ def build_classifier(args, scheduler, channels: int, resolution: int, num_classe
                          f"{args.block_out_channels!r}") from err
     kind = args.time_embedding_type or ("fourier" if scheduler.config.prediction_type == "sigma" else "positional")
     return TimeClassifierModel(in_channels=channels, sample_size=resolution, num_classes=num_classes,
-                               block_out_channels=widths, time_embedding_type=kind,
+                               block_out_channels=widths, layers_per_block=args.layers_per_block,
+                               time_embedding_type=kind,
                                norm_num_groups=min(8, *widths))
 
 
@@ -140,6 +145,10 @@ def train(args: argparse.Namespace) -> dict:
     from accelerate.utils import set_seed
 
     validate_common(args)
+    if args.layers_per_block < 1:
+        raise ValueError(f"--layers_per_block must be a positive integer, got {args.layers_per_block}")
+    if is_shipped_name(args.score_model):
+        args.score_model = shipped_model_path(args.score_model)
     if args.score_model is not None and not os.path.isdir(args.score_model):
         raise ValueError(f"--score_model={args.score_model!r} is not a folder")
     scheduler = load_scheduler(args)

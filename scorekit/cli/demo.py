@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 # (full, --quick) sizes: samples and steps of each part. The full run costs ~3 min of CPU time (one thread).
 SIZES = {
-    "uncond": (64, 16), "uncond_steps": (50, 20),
+    "uncond": (64, 16), "uncond_steps": (19, 19),
     "per_class": (8, 4), "guided_steps": (19, 19),  # + 1 final denoising call = 20 NFE
     "inpaint_num": (8, 4), "inpaint_per": (4, 3), "pc_steps": (200, 60),
     "photo_num": (6, 3), "photo_per": (4, 3), "photo_steps": (200, 60),
@@ -115,15 +115,20 @@ def _summary(results: dict, args, wall: float) -> dict:
 
 
 def _headline(s: dict) -> list[tuple[str, str]]:
-    p = s["parts"]["bits/dim"]
+    p = s["parts"]
     return [
         ("bits/dim, held-out digits", f"{s['bits_per_dim']:.3f} ± {s['bits_per_dim_stderr']:.3f} (stderr over "
-                                      f"{p['num']} digits; uniform = {p['uniform_bpd']:.3f})"),
+                                      f"{p['bits/dim']['num']} digits; uniform = {p['bits/dim']['uniform_bpd']:.3f})"),
         ("digits inpainting PSNR (masked half)", f"{s['digits_inpainting_psnr_masked']:.1f} dB"),
-        ("photo inpainting PSNR", f"{s['photo_inpainting_psnr']:.1f} dB"),
-        ("photo colorization PSNR", f"{s['photo_colorization_psnr']:.1f} dB"),
+        ("photo inpainting PSNR", _photo_psnr(p["photo inpainting"])),
+        ("photo colorization PSNR", _photo_psnr(p["photo colorization"])),
         ("wall time", f"{s['wall_seconds']:.0f} s" + (" (--quick)" if s["quick"] else "")),
     ]
+
+
+def _photo_psnr(part: dict) -> str:
+    return (f"{part['psnr']:.1f} dB per sample, {part['psnr_sample_mean']:.1f} dB for the mean of the samples of each "
+            f"patch")
 
 
 def _report(out: str, figures: list[dict], summary: dict, index: str) -> None:

@@ -95,3 +95,66 @@ def write_checksums(path: str) -> dict[str, str]:
 def _sha256(file: str) -> str:
     with open(file, "rb") as f:
         return hashlib.sha256(f.read()).hexdigest()
+
+
+def update_shipped(name: str, run_dir: str) -> str:
+    """Replace the shipped folder of ``name`` by the pipeline folder a training run wrote, and re-record checksums.
+
+    ``run_dir`` is what ``scorekit train`` / ``scorekit train-classifier --score_model ...`` saved (``model_index.json``,
+    ``unet/``, ``scheduler/``, optional ``classifier/``; checkpoints and logs are left behind). The model card
+    ``README.md`` already in the shipped folder is kept: edit it with the run's command and measurements, then run
+    ``checksums`` again. Maintainers use this from a clone (it writes inside the package).
+
+    Raises:
+        ValueError: ``name`` is not a shipped model, or ``run_dir`` is not a pipeline folder.
+    """
+    import shutil
+
+    dest = shipped_model_path(name, verify=False)
+    if not os.path.isfile(os.path.join(run_dir, "model_index.json")):
+        raise ValueError(f"run_dir {run_dir!r} has no model_index.json; give the --output_dir of a finished "
+                         f"'scorekit train' or 'scorekit train-classifier --score_model ...' run")
+    with open(os.path.join(run_dir, "model_index.json")) as f:
+        components = [k for k, v in json.load(f).items() if isinstance(v, list)]
+    card = os.path.join(dest, "README.md")
+    keep = open(card).read() if os.path.isfile(card) else None
+    shutil.rmtree(dest)
+    os.makedirs(dest)
+    shutil.copy(os.path.join(run_dir, "model_index.json"), dest)
+    for component in components:
+        shutil.copytree(os.path.join(run_dir, component), os.path.join(dest, component))
+    if keep is not None:
+        with open(card, "w") as f:
+            f.write(keep)
+    write_checksums(dest)
+    return dest
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m scorekit.models.shipped {update NAME RUN_DIR | checksums NAME}`` (maintainers, from a clone)."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m scorekit.models.shipped",
+                                description="Maintain the checkpoints that ship inside scorekit (run from a clone).")
+    names = sorted(SHIPPED_MODELS) + sorted(n.split("/", 1)[1] for n in SHIPPED_MODELS)  # "digits" works too
+    sub = p.add_subparsers(dest="command", required=True)
+    u = sub.add_parser("update", help="copy a finished training run's pipeline folder in (the model card is kept) "
+                                      "and record its checksums")
+    u.add_argument("name", choices=names, help="the shipped model to replace")
+    u.add_argument("run_dir", help="the --output_dir of the training run (a pipeline folder)")
+    c = sub.add_parser("checksums", help="re-record checksums.json after editing a model card")
+    c.add_argument("name", choices=names, help="the shipped model")
+    args = p.parse_args(argv)
+    if args.command == "update":
+        try:
+            print(f"updated {update_shipped(args.name, args.run_dir)}")
+        except ValueError as err:
+            p.error(str(err))
+    else:
+        path = shipped_model_path(args.name, verify=False)
+        print(f"recorded {len(write_checksums(path))} files in {os.path.join(path, CHECKSUMS)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
