@@ -242,7 +242,8 @@ def main() -> None:
                    help="sampler of the guided rows and the CFG FID rows (19 steps + 1 denoising call = 20 NFE)")
     p.add_argument("--digits-model", default="scorekit/digits",
                    help="digits pipeline: a shipped short name or a folder (e.g. a retrained run to compare)")
-    p.add_argument("--photos-model", default="scorekit/photos", help="photo pipeline: a shipped short name or a folder")
+    p.add_argument("--photos-model", default="scorekit/photos",
+                   help="photo pipeline: a shipped short name or a folder")
     a = p.parse_args()
     a.per_class = 10 if a.quick else 36
     a.cfg_scales = a.cfg_scales or ([1.0, 3.0] if a.quick else [1.0, 1.5, 2.0, 3.0, 5.0])

@@ -100,10 +100,10 @@ def _sha256(file: str) -> str:
 def update_shipped(name: str, run_dir: str) -> str:
     """Replace the shipped folder of ``name`` by the pipeline folder a training run wrote, and re-record checksums.
 
-    ``run_dir`` is what ``scorekit train`` / ``scorekit train-classifier --score_model ...`` saved (``model_index.json``,
-    ``unet/``, ``scheduler/``, optional ``classifier/``; checkpoints and logs are left behind). The model card
-    ``README.md`` already in the shipped folder is kept: edit it with the run's command and measurements, then run
-    ``checksums`` again. Maintainers use this from a clone (it writes inside the package).
+    ``run_dir`` is what ``scorekit train`` / ``scorekit train-classifier --score_model ...`` saved
+    (``model_index.json``, ``unet/``, ``scheduler/``, optional ``classifier/``; checkpoints and logs stay behind).
+    The model card ``README.md`` already in the shipped folder is kept: edit it with the run's command and
+    measurements, then run ``checksums`` again. Maintainers use this from a clone (it writes inside the package).
 
     Raises:
         ValueError: ``name`` is not a shipped model, or ``run_dir`` is not a pipeline folder.
