@@ -15,6 +15,7 @@ import torch
 from scorekit.cli import main
 from scorekit.models import SHIPPED_MODELS, shipped_model_path
 from scorekit.models import shipped as shipped_module
+from scorekit.models.__main__ import main as models_main
 from scorekit.pipelines import ScoreSDEClassConditionalPipeline, ScoreSDEPipeline
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -102,7 +103,7 @@ def test_update_copies_a_run_keeps_the_card_and_records_checksums(shipped_copy, 
     (run / "checkpoint-10").mkdir()  # training leftovers stay behind
     (run / "checkpoint-10" / "model.safetensors").write_bytes(b"x")
     card = (shipped_copy / "photos" / "README.md").read_text()
-    assert shipped_module.main(["update", "photos", str(run)]) == 0
+    assert models_main(["update", "photos", str(run)]) == 0
     assert "updated" in capsys.readouterr().out
     assert (shipped_copy / "photos" / "README.md").read_text() == card
     assert not (shipped_copy / "photos" / "checkpoint-10").exists()
@@ -111,7 +112,7 @@ def test_update_copies_a_run_keeps_the_card_and_records_checksums(shipped_copy, 
     (shipped_copy / "photos" / "README.md").write_text(card + "\nedited\n")
     with pytest.raises(ValueError, match="README.md does not match"):
         shipped_model_path("scorekit/photos")
-    assert shipped_module.main(["checksums", "photos"]) == 0
+    assert models_main(["checksums", "photos"]) == 0
     shipped_model_path("scorekit/photos")
 
 

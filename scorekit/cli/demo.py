@@ -39,7 +39,7 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed")
     # defaults from benchmarks/quality.py: w = 1.25 gives 99.4 % class accuracy at 0.85x the data's diversity (20 NFE)
     p.add_argument("--cfg-scale", type=float, default=1.25, help="classifier-free guidance weight w")
-    p.add_argument("--classifier-scale", type=float, default=5.0, help="classifier guidance scale")
+    p.add_argument("--classifier-scale", type=float, default=6.0, help="classifier guidance scale")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 

@@ -126,35 +126,20 @@ def update_shipped(name: str, run_dir: str) -> str:
     if keep is not None:
         with open(card, "w") as f:
             f.write(keep)
+    _drop_local_paths(dest)
     write_checksums(dest)
     return dest
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m scorekit.models.shipped {update NAME RUN_DIR | checksums NAME}`` (maintainers, from a clone)."""
-    import argparse
+def _drop_local_paths(path: str) -> None:
+    """Remove diffusers' ``_name_or_path`` (the machine's own folder names) from every JSON config under ``path``."""
+    for root, _, files in os.walk(path):
+        for file in files:
+            if file.endswith(".json"):
+                with open(os.path.join(root, file)) as f:
+                    config = json.load(f)
+                if isinstance(config, dict) and config.pop("_name_or_path", None) is not None:
+                    with open(os.path.join(root, file), "w") as f:
+                        json.dump(config, f, indent=2, sort_keys=True)
+                        f.write("\n")
 
-    p = argparse.ArgumentParser(prog="python -m scorekit.models.shipped",
-                                description="Maintain the checkpoints that ship inside scorekit (run from a clone).")
-    names = sorted(SHIPPED_MODELS) + sorted(n.split("/", 1)[1] for n in SHIPPED_MODELS)  # "digits" works too
-    sub = p.add_subparsers(dest="command", required=True)
-    u = sub.add_parser("update", help="copy a finished training run's pipeline folder in (the model card is kept) "
-                                      "and record its checksums")
-    u.add_argument("name", choices=names, help="the shipped model to replace")
-    u.add_argument("run_dir", help="the --output_dir of the training run (a pipeline folder)")
-    c = sub.add_parser("checksums", help="re-record checksums.json after editing a model card")
-    c.add_argument("name", choices=names, help="the shipped model")
-    args = p.parse_args(argv)
-    if args.command == "update":
-        try:
-            print(f"updated {update_shipped(args.name, args.run_dir)}")
-        except ValueError as err:
-            p.error(str(err))
-    else:
-        path = shipped_model_path(args.name, verify=False)
-        print(f"recorded {len(write_checksums(path))} files in {os.path.join(path, CHECKSUMS)}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
