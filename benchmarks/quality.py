@@ -37,6 +37,7 @@ from digits_cnn import DigitsCNN, accuracy, digits_test_unit, train_digits_cnn  
 from scorekit import datasets  # noqa: E402
 from scorekit.cli import main as cli  # noqa: E402
 from scorekit.cli.sample_shards import load_shards  # noqa: E402
+from scorekit.training.data import load_photo_patches  # noqa: E402
 
 SECTIONS = ["guidance", "fid", "bpd", "restoration"]
 GUIDED_SAMPLERS = {"dpmsolver++": "DPM-Solver++(2M), logSNR grid", "ddim": "DDIM"}  # 19 steps + 1 denoising = 20 NFE
@@ -169,17 +170,53 @@ def section_fid(cnn, args, train, test, work) -> list[str]:
     return rows
 
 
+def gaussian_restoration(train: torch.Tensor, truth: torch.Tensor, mask: torch.Tensor | None,
+                         generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact posterior mean and one posterior sample of a Gaussian fitted to ``train`` (a linear reference model).
+
+    Inpainting observes the pixels where ``mask`` is 0; colorization (``mask`` None) observes the gray coordinate
+    ``(r + g + b) / sqrt(3)`` of every pixel, i.e. the first rows of ``Q = DECOUPLE (x) I`` in the orthonormal
+    gray/chroma basis. In the basis ``y = Q x`` the posterior is the Schur complement
+    (:func:`scorekit.analytic.gaussian_conditional`); ``x = Q^T y``. Images ``(N, C, H, W)`` in [0, 1].
+    """
+    from scorekit.analytic import gaussian_conditional
+    from scorekit.conditioning.colorize import DECOUPLE
+
+    c, hw = truth.shape[1], truth.shape[2] * truth.shape[3]
+    flat = train.flatten(1).double()
+    mean, cov = flat.mean(0), torch.cov(flat.T) + 1e-6 * torch.eye(flat.shape[1], dtype=torch.float64)
+    if mask is None:
+        q = torch.kron(DECOUPLE, torch.eye(hw, dtype=torch.float64))  # channel-major flattening (C, H, W)
+        observed = torch.arange(c * hw) < hw
+    else:
+        q = torch.eye(c * hw, dtype=torch.float64)
+        observed = ~mask.expand(-1, c, -1, -1)[0].flatten().bool()
+    m_y, s_y = q @ mean, q @ cov @ q.T
+    means, draws = [], []
+    for x in truth.flatten(1).double():
+        y = q @ x
+        m, s = gaussian_conditional(m_y, s_y, observed, y[observed])
+        root = torch.linalg.cholesky(s + 1e-9 * torch.eye(len(s), dtype=torch.float64))
+        z = torch.randn(len(m), generator=generator, dtype=torch.float64)
+        for sample in (m, m + root @ z):
+            y_full = y.clone()
+            y_full[~observed] = sample
+            (means if sample is m else draws).append(q.T @ y_full)
+    shape = truth.shape
+    return (torch.stack(means).float().reshape(shape).clamp(0, 1),
+            torch.stack(draws).float().reshape(shape).clamp(0, 1))
+
+
 def section_restoration(pipe, photo_path: str, args) -> list[str]:
     """PSNR / SSIM of one posterior sample and of the mean of ``args.restore_samples`` samples per image (an
     estimate of the posterior mean, the MSE-optimal answer) against the held-out truth, beside a naive fill."""
-    from torchmetrics.functional.image import structural_similarity_index_measure as ssim
 
-    from scorekit.cli.demo_sections import psnr, sibling
+    from scorekit.cli.demo_sections import sibling
     from scorekit.pipelines import ScoreSDEColorizationPipeline, ScoreSDEInpaintPipeline
 
     k = args.restore_samples
-    rows = [f"| task | data | NFE | PSNR dB (1 sample) | SSIM (1 sample) | PSNR dB (mean of {k}) | naive fill PSNR | "
-            "naive fill SSIM |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+    rows = [f"| task | data | model | NFE | PSNR dB (1 sample) | SSIM (1 sample) | PSNR dB (mean of {k} / exact "
+            "mean) |", "|---|---|---|---:|---:|---:|---:|"]
     digits, _ = digits_test_unit()
     digits = digits[: args.restore_num]
     mask = torch.zeros_like(digits)
@@ -189,11 +226,14 @@ def section_restoration(pipe, photo_path: str, args) -> list[str]:
     pmask[..., 4:12, 4:12] = 1
     photo_pipe = ScoreSDEInpaintPipeline.from_pretrained(photo_path)
     photo_pipe.set_progress_bar_config(disable=True)
-    tasks = [("inpainting (bottom half)", "test digits", sibling(ScoreSDEInpaintPipeline, pipe), digits, mask, 3),
-             ("inpainting (centre 8x8)", "held-out photo patches", photo_pipe, photos, pmask, 7),
+    train_digits = datasets.levels_to_unit(datasets.digits_split("train")[0])
+    train_photos = load_photo_patches("train", photos.shape[-1])
+    tasks = [("inpainting (bottom half)", "test digits", sibling(ScoreSDEInpaintPipeline, pipe), digits, mask, 3,
+              train_digits),
+             ("inpainting (centre 8x8)", "held-out photo patches", photo_pipe, photos, pmask, 7, train_photos),
              ("colorization", "held-out photo patches", sibling(ScoreSDEColorizationPipeline, photo_pipe), photos,
-              None, 7)]
-    for name, data, p, truth, m, kernel in tasks:
+              None, 7, train_photos)]
+    for name, data, p, truth, m, kernel, train in tasks:
         g = torch.Generator().manual_seed(args.seed)
         kw = dict(image=truth.repeat_interleave(k, 0))
         if m is not None:
@@ -205,13 +245,25 @@ def section_restoration(pipe, photo_path: str, args) -> list[str]:
         else:
             fill = (truth * (1 - m)).sum((2, 3), keepdim=True) / (1 - m).sum((2, 3), keepdim=True)
             naive = torch.where(m.bool(), fill, truth)  # masked pixels = mean of the known ones
-        one = x[:, 0]
-        rows.append(f"| {name} | {data} | {res.nfe} | {psnr(one, truth):.2f} | "
-                    f"{float(ssim(one, truth, data_range=1.0, kernel_size=kernel)):.3f} | "
-                    f"{psnr(x.mean(1), truth):.2f} | {psnr(naive, truth):.2f} | "
-                    f"{float(ssim(naive, truth, data_range=1.0, kernel_size=kernel)):.3f} |")
-        print(rows[-1], file=sys.stderr)
+        exact_mean, exact_draw = gaussian_restoration(train, truth, m, torch.Generator().manual_seed(args.seed))
+        naive_name = "naive fill (" + ("the gray image" if m is None else "mean of the known pixels") + ")"
+        rows += [_restoration_row(f"| {name} | {data} | {model} | {nfe} |", one, mean, truth, kernel)
+                 for model, nfe, one, mean in (("**score model** (PC + Langevin)", res.nfe, x[:, 0], x.mean(1)),
+                                               ("Gaussian fit to the train data (exact posterior)", "-", exact_draw,
+                                                exact_mean),
+                                               (naive_name, "-", naive, None))]
+        print("\n".join(rows[-3:]), file=sys.stderr)
     return rows
+
+
+def _restoration_row(prefix: str, one: torch.Tensor, mean: torch.Tensor | None, truth: torch.Tensor,
+                     kernel: int) -> str:
+    from torchmetrics.functional.image import structural_similarity_index_measure as ssim
+
+    from scorekit.cli.demo_sections import psnr
+
+    return (f"{prefix} {psnr(one, truth):.2f} | {float(ssim(one, truth, data_range=1.0, kernel_size=kernel)):.3f} | "
+            + ("-" if mean is None else f"{psnr(mean, truth):.2f}") + " |")
 
 
 def section_bpd(pipe, args) -> list[str]:

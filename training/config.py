@@ -35,50 +35,60 @@ def add_common_flags(p: argparse.ArgumentParser) -> None:
     d.add_argument("--dataset", choices=DATASETS, default=None, help="a bundled offline set (digits: sklearn 8x8)")
     d.add_argument("--dataset_name", default=None, help="a 🤗 datasets id, or a folder written by save_to_disk")
     d.add_argument("--train_data_dir", default=None, help="image folder (one subfolder per class, or flat)")
-    d.add_argument("--image_column", default="image")
+    d.add_argument("--image_column", default="image", help="image column of --dataset_name")
     d.add_argument("--label_column", default=None, help="class column of --dataset_name")
-    d.add_argument("--cache_dir", default=None)
+    d.add_argument("--cache_dir", default=None, help="🤗 datasets cache folder (default: its own)")
     d.add_argument("--resolution", type=int, default=None, help="train size (default: the data's own size)")
     d.add_argument("--grayscale", action="store_true", help="one channel instead of RGB (digits are always gray)")
-    d.add_argument("--center_crop", action="store_true")
-    d.add_argument("--random_flip", action="store_true")
-    d.add_argument("--dataloader_num_workers", type=int, default=0)
+    d.add_argument("--center_crop", action="store_true",
+                   help="centre-crop to --resolution after resizing (default: random crop)")
+    d.add_argument("--random_flip", action="store_true", help="mirror each image left-right with probability 1/2")
+    d.add_argument("--dataloader_num_workers", type=int, default=0,
+                   help="data-loading subprocesses per training process (0: load in the main process)")
     o = p.add_argument_group("optimisation")
-    o.add_argument("--output_dir", required=True)
-    o.add_argument("--seed", type=int, default=0)
-    o.add_argument("--train_batch_size", type=int, default=64)
-    o.add_argument("--num_epochs", type=int, default=100)
-    o.add_argument("--max_train_steps", type=int, default=None, help="overrides --num_epochs")
-    o.add_argument("--gradient_accumulation_steps", type=int, default=1)
-    o.add_argument("--learning_rate", type=float, default=2e-4)
-    o.add_argument("--lr_scheduler", choices=LR_SCHEDULERS, default="cosine")
-    o.add_argument("--lr_warmup_steps", type=int, default=100)
-    o.add_argument("--adam_beta1", type=float, default=0.9)
-    o.add_argument("--adam_beta2", type=float, default=0.999)
-    o.add_argument("--adam_weight_decay", type=float, default=0.0)
-    o.add_argument("--adam_epsilon", type=float, default=1e-8)
-    o.add_argument("--max_grad_norm", type=float, default=1.0)
-    o.add_argument("--mixed_precision", choices=MIXED_PRECISION, default="no")
+    o.add_argument("--output_dir", required=True,
+                   help="run folder: the final pipeline, checkpoint-N/ folders, logs, sample grids, model card")
+    o.add_argument("--seed", type=int, default=0, help="seed of weights, data order, noise and t draws")
+    o.add_argument("--train_batch_size", type=int, default=64, help="images per process per step")
+    o.add_argument("--num_epochs", type=int, default=100, help="passes over the data (unless --max_train_steps)")
+    o.add_argument("--max_train_steps", type=int, default=None,
+                   help="optimizer updates in all; overrides --num_epochs")
+    o.add_argument("--gradient_accumulation_steps", type=int, default=1,
+                   help="batches whose gradients are summed before each optimizer update")
+    o.add_argument("--learning_rate", type=float, default=2e-4, help="peak AdamW learning rate")
+    o.add_argument("--lr_scheduler", choices=LR_SCHEDULERS, default="cosine",
+                   help="diffusers' learning-rate schedule after the warm-up")
+    o.add_argument("--lr_warmup_steps", type=int, default=100, help="linear warm-up from 0 over this many updates")
+    o.add_argument("--adam_beta1", type=float, default=0.9, help="AdamW first-moment decay")
+    o.add_argument("--adam_beta2", type=float, default=0.999, help="AdamW second-moment decay")
+    o.add_argument("--adam_weight_decay", type=float, default=0.0, help="AdamW decoupled weight decay")
+    o.add_argument("--adam_epsilon", type=float, default=1e-8, help="AdamW denominator epsilon")
+    o.add_argument("--max_grad_norm", type=float, default=1.0, help="clip the gradient's global norm to this")
+    o.add_argument("--mixed_precision", choices=MIXED_PRECISION, default="no",
+                   help="accelerate autocast (fp16 needs a GPU; bf16 works on recent CPUs); weights stay float32")
     c = p.add_argument_group("checkpoints, logging, Hub")
-    c.add_argument("--checkpointing_steps", type=int, default=500)
-    c.add_argument("--checkpoints_total_limit", type=int, default=None)
+    c.add_argument("--checkpointing_steps", type=int, default=500,
+                   help="save a resumable checkpoint-N/ (accelerate save_state) every N updates")
+    c.add_argument("--checkpoints_total_limit", type=int, default=None,
+                   help="keep only the newest N checkpoints (default: keep all)")
     c.add_argument("--resume_from_checkpoint", default=None, help='"latest" or a checkpoint folder')
     c.add_argument("--logger", choices=("auto", "tensorboard", "none"), default="auto",
                    help="auto: tensorboard when installed")
-    c.add_argument("--logging_dir", default="logs")
+    c.add_argument("--logging_dir", default="logs", help="tensorboard folder, inside --output_dir")
     c.add_argument("--no_progress", action="store_true", help="no tqdm bar")
     c.add_argument("--trace_data", action="store_true",
                    help="write data_trace_<rank>.json (batch and final-weight digests per process)")
-    c.add_argument("--push_to_hub", action="store_true")
-    c.add_argument("--hub_model_id", default=None)
-    c.add_argument("--hub_token", default=None)
+    c.add_argument("--push_to_hub", action="store_true",
+                   help="upload the final pipeline and model card to --hub_model_id")
+    c.add_argument("--hub_model_id", default=None, help="Hub repository, e.g. user/scorekit-digits")
+    c.add_argument("--hub_token", default=None, help="Hub token (default: the one huggingface_hub has stored)")
 
 
 DESCRIPTION = "Train a score network (UNet2DModel) on a score SDE with accelerate."
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=DESCRIPTION)
+    p = argparse.ArgumentParser(description=DESCRIPTION, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_score_flags(p)
     return p
 
@@ -88,31 +98,34 @@ def add_score_flags(p: argparse.ArgumentParser) -> None:
     add_common_flags(p)
     m = p.add_argument_group("model and loss")
     m.add_argument("--model_config_name_or_path", default=None, help="UNet2DModel config JSON (overrides --preset)")
-    m.add_argument("--preset", choices=sorted(PRESETS), default="small")
+    m.add_argument("--preset", choices=sorted(PRESETS), default="small",
+                   help="UNet2DModel size: tiny 0.16 M, small 1.1 M, cifar-like 36 M parameters (3 channels)")
     m.add_argument("--sde", default="vp", help=f"one of {sorted(SDES)}")
     m.add_argument("--prediction_type", default=None, help=f"one of {PARAMETERIZATIONS} (default: epsilon, VE sigma)")
     m.add_argument("--loss", default="dsm", help=f"one of {LOSSES}: continuous DSM or the discrete DDPM / SMLD")
     m.add_argument("--weighting", default="std2", help=f"one of {WEIGHTINGS}")
     m.add_argument("--importance_sampling", action="store_true", help="likelihood weighting with importance-sampled t")
-    m.add_argument("--reduce", choices=("mean", "sum"), default="mean")
+    m.add_argument("--reduce", choices=("mean", "sum"), default="mean",
+                   help="loss over the pixels of an image: mean or sum")
     m.add_argument("--train_eps", type=float, default=1e-5, help="t ~ U(train_eps, 1)")
-    m.add_argument("--num_train_timesteps", type=int, default=1000)
-    m.add_argument("--beta_min", type=float, default=0.1)
-    m.add_argument("--beta_max", type=float, default=20.0)
-    m.add_argument("--sigma_min", type=float, default=0.01)
-    m.add_argument("--sigma_max", type=float, default=50.0)
+    m.add_argument("--num_train_timesteps", type=int, default=1000,
+                   help="N of the discrete losses and of the time label t * (N - 1)")
+    m.add_argument("--beta_min", type=float, default=0.1, help="VP / sub-VP beta(0)")
+    m.add_argument("--beta_max", type=float, default=20.0, help="VP / sub-VP beta(1)")
+    m.add_argument("--sigma_min", type=float, default=0.01, help="VE sigma(0)")
+    m.add_argument("--sigma_max", type=float, default=50.0, help="VE sigma(1)")
     m.add_argument("--num_class_embeds", type=int, default=None, help="classes K of a class-conditional model")
     m.add_argument("--class_drop_prob", type=float, default=0.1, help="label dropout for classifier-free guidance")
     e = p.add_argument_group("EMA and samples")
-    e.add_argument("--use_ema", action="store_true")
-    e.add_argument("--ema_max_decay", type=float, default=0.9999)
-    e.add_argument("--ema_inv_gamma", type=float, default=1.0)
-    e.add_argument("--ema_power", type=float, default=3 / 4)
+    e.add_argument("--use_ema", action="store_true", help="keep an EMA of the weights; it is what gets saved")
+    e.add_argument("--ema_max_decay", type=float, default=0.9999, help="EMA decay (its cap with --ema_warmup)")
+    e.add_argument("--ema_inv_gamma", type=float, default=1.0, help="EMA warm-up inv_gamma")
+    e.add_argument("--ema_power", type=float, default=3 / 4, help="EMA warm-up power")
     e.add_argument("--ema_warmup", action="store_true", help="diffusers' EMA warm-up (inv_gamma, power)")
     e.add_argument("--save_images_steps", type=int, default=None, help="sample a PNG grid every N steps")
-    e.add_argument("--eval_batch_size", type=int, default=16)
-    e.add_argument("--eval_sampler", choices=("pc", "ode", "ddim"), default="ddim")
-    e.add_argument("--eval_steps", type=int, default=50)
+    e.add_argument("--eval_batch_size", type=int, default=16, help="images in each sample grid")
+    e.add_argument("--eval_sampler", choices=("pc", "ode", "ddim"), default="ddim", help="sampler of the grids")
+    e.add_argument("--eval_steps", type=int, default=50, help="sampler steps of the grids")
 
 
 def _check_positive_int(flag: str, value, allow_zero: bool = False) -> None:

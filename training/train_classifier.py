@@ -33,7 +33,7 @@ DESCRIPTION = "Train a noise-conditional time classifier for classifier guidance
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=DESCRIPTION)
+    p = argparse.ArgumentParser(description=DESCRIPTION, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_classifier_flags(p)
     return p
 
@@ -51,7 +51,7 @@ def add_classifier_flags(p: argparse.ArgumentParser) -> None:
     m.add_argument("--layers_per_block", type=int, default=1, help="residual blocks per resolution level")
     m.add_argument("--time_embedding_type", default=None, choices=("fourier", "positional"),
                    help="default: fourier for sigma-parameterized score models, else positional")
-    m.add_argument("--train_eps", type=float, default=1e-5)
+    m.add_argument("--train_eps", type=float, default=1e-5, help="t ~ U(train_eps, 1)")
     m.add_argument("--eval_samples", type=int, default=512, help="images per band in the final accuracy table")
 
 
