@@ -127,7 +127,7 @@ def guided(pipe, labels: torch.Tensor, kind: str, scale: float, steps: int, seed
 
 def section_guidance(cnn, pipe, args, train, test, test_labels, threshold) -> list[str]:
     labels = torch.arange(10).repeat(args.per_class)
-    rows = ["| guidance | scale | NFE | class accuracy | diversity / data | near-copies | wall s |",
+    rows = ["| guidance | scale | NFE | class accuracy ± binomial SE | diversity / data | near-copies | wall s |",
             "|---|---:|---:|---:|---:|---:|---:|"]
     for kind, scales in (("cfg", args.cfg_scales), ("classifier", args.classifier_scales)):
         for scale in scales:
@@ -136,7 +136,8 @@ def section_guidance(cnn, pipe, args, train, test, test_labels, threshold) -> li
             acc = accuracy(cnn, x, labels)
             div = diversity_ratio(cnn, x, labels, test, test_labels)
             copies = near_copy_rate(x, train, threshold)
-            rows.append(f"| {kind} | {scale:g} | {nfe} | {acc:.3f} | {div:.2f} | {copies:.3f} | "
+            se = math.sqrt(acc * (1 - acc) / len(labels))
+            rows.append(f"| {kind} | {scale:g} | {nfe} | {acc:.3f} ± {se:.3f} | {div:.2f} | {copies:.3f} | "
                         f"{time.perf_counter() - start:.0f} |")
             print(rows[-1], file=sys.stderr)
     return rows
