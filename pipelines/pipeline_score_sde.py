@@ -13,8 +13,10 @@ from diffusers import DiffusionPipeline
 from diffusers.image_processor import VaeImageProcessor
 
 from scorekit.models.shipped import is_shipped_name, shipped_model_path
+from scorekit.numerics import compute_dtype
 from scorekit.sampling import SAMPLERS, sample
 from scorekit.schedulers import ScoreSDEODEScheduler, ScoreSDEPCScheduler, ScoreSDESchedulerBase
+from scorekit.schedulers.discrete import clip_denoised_score
 from scorekit.schedulers.loop import scheduler_loop
 from scorekit.schedulers.stock import from_stock_config
 from scorekit.score import model_score_fn
@@ -139,6 +141,23 @@ class ScoreSDEPipeline(LikelihoodMixin, DiffusionPipeline):
         return model_score_fn(labelled_unet(self.unet, null_class_label(self.unet)), self.sde,
                               self.scheduler.config.prediction_type)
 
+    def sampling_score_fn(self) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """:meth:`score_fn` as the samplers use it: with the scheduler's ``clip_sample``, the score whose Tweedie
+        estimate ``x0 = (x + std^2 score) / alpha`` is clamped to ``data_range`` (diffusers' ``clip_sample``; see
+        :func:`scorekit.schedulers.discrete.clip_denoised_score`). Likelihoods and encoding use the unclipped
+        :meth:`score_fn`, the model's own probability-flow ODE."""
+        score_fn = self.score_fn()
+        if not self.scheduler.config.get("clip_sample", False):
+            return score_fn
+        sde, data_range = self.sde, tuple(self.scheduler.data_range)
+
+        def clipped_score_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            dtype = compute_dtype(x.dtype)  # clip in float32 even for a float16 model (numerics policy)
+            score = clip_denoised_score(score_fn(x, t).to(dtype), x.to(dtype), t.to(dtype), sde, data_range)
+            return score.to(x.dtype)
+
+        return clipped_score_fn
+
     def sample_shape(self, batch_size: int) -> tuple[int, ...]:
         size = self.unet.config.sample_size
         size = (size, size) if isinstance(size, int) else tuple(size)
@@ -247,7 +266,7 @@ class ScoreSDEPipeline(LikelihoodMixin, DiffusionPipeline):
                                        {k: v for k, v in unsupported.items() if v is not None})
         kwargs = self.sampler_kwargs(sampler, sampler_overrides)
         x, info = sample(
-            self.score_fn(), self.sde, self.sample_shape(batch_size), steps=num_inference_steps, x_T=latents,
+            self.sampling_score_fn(), self.sde, self.sample_shape(batch_size), steps=num_inference_steps, x_T=latents,
             generator=generator, dtype=self.unet.dtype, device=self.device, condition=condition,
             progress=lambda steps: self.progress_bar(steps),
             callback=self._step_callback(callback_on_step_end, callback_on_step_end_tensor_inputs or ["latents"]),

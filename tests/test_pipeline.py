@@ -54,6 +54,21 @@ def test_pipeline_equals_functional_sampler(pipe):
     torch.testing.assert_close(run(pipe, output_type="pt").images, expected)
 
 
+def test_clip_sample_clamps_the_denoised_estimate_when_sampling(pipe):
+    pipe.scheduler.register_to_config(clip_sample=True)
+    clipped = pipe.sampling_score_fn()
+    x, t = 50 * torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(1)), torch.full((4,), 0.9)
+    alpha, std = (c[:, None, None, None] for c in pipe.sde.marginal_coef(t))
+    with torch.no_grad():
+        x0 = (x + std**2 * clipped(x, t)) / alpha  # Tweedie estimate of the clipped score
+        x0_raw = (x + std**2 * pipe.score_fn()(x, t)) / alpha
+    assert x0.abs().max() <= 1 + 1e-3  # float32 rounding of |x| = 50 divided by alpha(0.9) = 0.015
+    assert x0_raw.abs().max() > 1.5, "the test point must need clipping"  # score_fn (likelihoods) stays unclipped
+    ref, _ = scorekit.sample(clipped, pipe.sde, (2, 3, 8, 8), steps=4, generator=torch.Generator().manual_seed(0),
+                             **pipe.scheduler.sample_kwargs())
+    torch.testing.assert_close(run(pipe, output_type="pt").images, ((ref + 1) / 2).clamp(0, 1))
+
+
 def test_callback_on_step_end_can_replace_latents(pipe):
     seen = []
 

@@ -116,6 +116,10 @@ def add_score_flags(p: argparse.ArgumentParser) -> None:
     m.add_argument("--sigma_max", type=float, default=50.0, help="VE sigma(1)")
     m.add_argument("--num_class_embeds", type=int, default=None, help="classes K of a class-conditional model")
     m.add_argument("--class_drop_prob", type=float, default=0.1, help="label dropout for classifier-free guidance")
+    m.add_argument("--clip_sample", action="store_true",
+                   help="write clip_sample=True into the saved scheduler: sampling clamps the denoised estimate x0 "
+                        "to the data range at every step (diffusers' DDPM default), which keeps a briefly trained "
+                        "epsilon model's samples in range; training is unchanged")
     e = p.add_argument_group("EMA and samples")
     e.add_argument("--use_ema", action="store_true", help="keep an EMA of the weights; it is what gets saved")
     e.add_argument("--ema_max_decay", type=float, default=0.9999, help="EMA decay (its cap with --ema_warmup)")
@@ -194,7 +198,8 @@ def scheduler_config(args: argparse.Namespace, data_range: tuple[float, float]) 
     """Keyword arguments of ``ScoreSDEPCScheduler`` for the trained model (SDE, parameterization, data range)."""
     return {"sde_type": args.sde, "beta_min": args.beta_min, "beta_max": args.beta_max, "sigma_min": args.sigma_min,
             "sigma_max": args.sigma_max, "num_train_timesteps": args.num_train_timesteps,
-            "prediction_type": args.prediction_type, "data_range": list(data_range)}
+            "prediction_type": args.prediction_type, "data_range": list(data_range),
+            "clip_sample": bool(getattr(args, "clip_sample", False))}
 
 
 def data_range_for(sde: str) -> tuple[float, float]:
