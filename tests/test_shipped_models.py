@@ -120,3 +120,25 @@ def test_update_rejects_a_folder_that_is_not_a_pipeline(shipped_copy, tmp_path):
     with pytest.raises(ValueError, match="run_dir .* has no model_index.json"):
         shipped_module.update_shipped("scorekit/photos", str(tmp_path))
     shipped_model_path("scorekit/photos")  # untouched
+
+
+def test_photos_model_colorizes_with_the_data_colour_spread():
+    """The shipped photo model keeps the gray image and gives colours as saturated as real patches (an earlier,
+    under-trained checkpoint gave 4-9x the data's chroma and clipped half the pixels)."""
+    from scorekit import datasets
+    from scorekit.pipelines import ScoreSDEColorizationPipeline
+
+    pipe = ScoreSDEColorizationPipeline.from_pretrained("scorekit/photos")
+    pipe.set_progress_bar_config(disable=True)
+    truth = datasets.photo_patches("test", 8, seed=1)
+    x = pipe(image=truth, num_inference_steps=50, sampler="pc", generator=torch.Generator().manual_seed(0),
+             output_type="pt").images.float()
+
+    def chroma(y):  # mean absolute deviation of R, G, B from their mean, per pixel
+        return float((y - y.mean(1, keepdim=True)).abs().mean())
+
+    clipped = ((x <= 0) | (x >= 1)).float().mean()
+    gray_error = (x.mean(1) - truth.mean(1)).abs()
+    assert gray_error[(x > 0).all(1) & (x < 1).all(1)].max() < 1e-3  # exact where no channel was clamped to [0, 1]
+    assert clipped < 0.1, f"{clipped:.2f} of the channels hit 0 or 1"
+    assert 0.5 < chroma(x) / chroma(truth) < 2, (chroma(x), chroma(truth))
