@@ -260,11 +260,6 @@ def _iterate(n: int, progress) -> Iterable[int]:
     return range(n)
 
 
-def _after_step(i, t, x, callback):
-    # every loop ends each step here: ``callback`` is sample()'s StepHook (finiteness record + the callback rule)
-    return apply_callback(callback, i, t, x)
-
-
 def _batch_grid(ts: torch.Tensor, batch: int) -> torch.Tensor:
     """``(steps + 1, B)`` times built once per run: ``grid[i]`` is a view, no per-step tensor construction."""
     return ts[:, None].expand(-1, batch).contiguous()
@@ -289,9 +284,9 @@ def _pc(x, *, score_fn, sde, eps, generator, condition, progress, callback, step
         x_mean = x_mean if predictor_fn is none_predictor else x_pred_mean  # corrector-only: keep Langevin's mean
         x, x_mean = condition.project(x, t_next, generator), condition.project_mean(x_mean, t_next)
         if denoise and i == steps - 1:  # the callback sees (and may replace) what is returned
-            x_mean = _after_step(i, ts[i + 1], x_mean, callback)
+            x_mean = apply_callback(callback, i, ts[i + 1], x_mean)
         else:
-            x = _after_step(i, ts[i + 1], x, callback)
+            x = apply_callback(callback, i, ts[i + 1], x)
     return x_mean if denoise else x
 
 
@@ -310,8 +305,8 @@ def _ald(x, *, score_fn, sde, eps, generator, condition, progress, callback, ste
             x_mean = x + 0.5 * append_dims(alpha, x.ndim) * score_fn(x, t)
             x = condition.project(x_mean + append_dims(alpha.sqrt(), x.ndim) * randn_like(x, generator), t, generator)
         if denoise and i == steps - 1:  # the callback sees (and may replace) what is returned
-            return _after_step(i, levels[i], condition.project_mean(x_mean, t), callback)
-        x = _after_step(i, levels[i], x, callback)
+            return apply_callback(callback, i, levels[i], condition.project_mean(x_mean, t))
+        x = apply_callback(callback, i, levels[i], x)
     return x
 
 
@@ -327,7 +322,7 @@ def _ode(x, *, score_fn, sde, eps, generator, condition, progress, callback, ste
         ts = time_grid(sde, steps, eps, x.dtype, x.device)
         tb = _batch_grid(ts, x.shape[0])
         for i in _iterate(steps, progress):
-            x = _after_step(i, ts[i + 1], step(x, tb[i], tb[i + 1], drift), callback)
+            x = apply_callback(callback, i, ts[i + 1], step(x, tb[i], tb[i + 1], drift))
     else:  # adaptive: steps chosen by the error controller; the callback is not called (scorekit.numerics)
         x = odeint_adaptive(lambda t, y: drift(y, batch_time(t, y.shape[0], y)), x, sde.T, eps, method, rtol, atol)
     t_end = batch_time(eps, x.shape[0], x)
@@ -343,7 +338,7 @@ def _ddim(x, *, score_fn, sde, eps, generator, condition, progress, callback, st
     for i in _iterate(steps, progress):
         t, t_next = tb[i], tb[i + 1]
         x, _ = ddim_step(project(x, t, generator), t, t_next, score_fn, sde, generator, eta=eta)
-        x = _after_step(i, ts[i + 1], x, callback)
+        x = apply_callback(callback, i, ts[i + 1], x)
     t_end = batch_time(eps, x.shape[0], x)
     x = project(x, t_end, generator)
     return tweedie_denoise(x, t_end, score_fn, sde) if denoise else x

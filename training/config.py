@@ -87,10 +87,15 @@ def add_common_flags(p: argparse.ArgumentParser) -> None:
 DESCRIPTION = "Train a score network (UNet2DModel) on a score SDE with accelerate."
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=DESCRIPTION, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add_score_flags(p)
+def flag_parser(description: str, add_flags) -> argparse.ArgumentParser:
+    """A trainer script's parser: ``add_flags(parser)`` adds its flags, each shown with its default in ``--help``."""
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_flags(p)
     return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    return flag_parser(DESCRIPTION, add_score_flags)
 
 
 def add_score_flags(p: argparse.ArgumentParser) -> None:

@@ -20,7 +20,7 @@ import os
 import torch
 
 from scorekit.models.shipped import is_shipped_name, shipped_model_path
-from scorekit.training.config import add_common_flags, validate_common
+from scorekit.training.config import add_common_flags, flag_parser, validate_common
 from scorekit.training.data import dataset_from_args, load_digits_split
 from scorekit.training.loop import fit, make_accelerator, setup_run
 from scorekit.training.losses import classifier_loss
@@ -33,9 +33,7 @@ DESCRIPTION = "Train a noise-conditional time classifier for classifier guidance
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=DESCRIPTION, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add_classifier_flags(p)
-    return p
+    return flag_parser(DESCRIPTION, add_classifier_flags)
 
 
 def add_classifier_flags(p: argparse.ArgumentParser) -> None:

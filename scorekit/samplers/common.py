@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import torch
 
+from ..numerics import apply_callback
 from ..utils import batch_time
 
 
@@ -13,24 +14,21 @@ class DataPrediction:
     """``x0(x, t) = (x + std(t)^2 score(x, t)) / alpha(t)`` (Tweedie), the data prediction of DPM-Solver++.
 
     ``x`` is the solver state in the compute dtype of :mod:`scorekit.numerics` (``sample()`` hands it over so, and its
-    counted ``score_fn`` calls the model in the model's dtype and casts back); ``t`` is passed as a ``(B,)`` tensor in
-    that dtype, ``alpha`` and ``std`` as Python floats.
+    counted ``score_fn`` calls the model in the model's dtype and casts back); ``t`` is a float or the step's ``(B,)``
+    time tensor in that dtype (passed on as is), ``alpha`` and ``std`` Python floats.
     """
 
     def __init__(self, score_fn: Callable):
         self.score_fn = score_fn
 
-    def __call__(self, x: torch.Tensor, t: float, alpha: float, std: float) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, t: float | torch.Tensor, alpha: float, std: float) -> torch.Tensor:
         return (x + std**2 * self.score_fn(x, batch_time(t, x.shape[0], x))) / alpha
 
 
 def call_back(i: int, t: float, x: torch.Tensor, callback) -> torch.Tensor:
-    """End step ``i`` through the shared hook (finiteness record + callback rule); returns what the next step uses."""
-    if callback is None:
-        return x
-    from ..sampling import _after_step  # the shared callback convention (imported late: sampling imports us)
-
-    return _after_step(i, torch.tensor(t, dtype=torch.float32), x, callback)
+    """End step ``i`` through ``sample()``'s hook (finiteness record + callback rule); returns what the next step
+    uses."""
+    return x if callback is None else apply_callback(callback, i, torch.tensor(t, dtype=torch.float32), x)
 
 
 def iterate(n: int, progress):

@@ -70,8 +70,8 @@ def dpm_solver_pp(x, *, score_fn, sde, eps, generator, condition, progress, call
     x0_fn, project = DataPrediction(score_fn), project_fn(condition, stochastic)
     history: list = []
     for i in iterate(grid.steps, progress):
-        t = float(grid.t[i])
-        x = project(x, _tb(t, x), generator)
+        t = _tb(float(grid.t[i]), x)  # the step's (B,) time, built once for the projection and the model
+        x = project(x, t, generator)
         history = (history + [(float(grid.lam[i]), x0_fn(x, t, float(grid.alpha[i]), float(grid.std[i])))])[-3:]
         k = step_order(order, i, grid.steps, denoise)
         if stochastic:
@@ -84,8 +84,8 @@ def dpm_solver_pp(x, *, score_fn, sde, eps, generator, condition, progress, call
 
 def _finish(x, grid: Grid, x0_fn, project, generator, denoise: bool) -> torch.Tensor:
     """Project at ``eps`` and, with ``denoise``, take the order-1 step to ``sigma = 0``: ``x0(x, eps)``."""
-    t_end = float(grid.t[-1])
-    x = project(x, _tb(t_end, x), generator)
+    t_end = _tb(float(grid.t[-1]), x)
+    x = project(x, t_end, generator)
     return x0_fn(x, t_end, float(grid.alpha[-1]), float(grid.std[-1])) if denoise else x
 
 
@@ -135,8 +135,8 @@ def dpm_solver_pp_singlestep(x, *, score_fn, sde, eps, generator, condition, pro
     stages = stage_grid(sde, grid, (0.5,) if order == 2 else (1 / 3, 2 / 3), eps) if order > 1 else []
     x0_fn, project = DataPrediction(score_fn), project_fn(condition, False)
     for i in iterate(grid.steps, progress):
-        t = float(grid.t[i])
-        x = project(x, _tb(t, x), generator)
+        t = _tb(float(grid.t[i]), x)  # the step's (B,) time, built once for the projection and the model
+        x = project(x, t, generator)
         m_s = x0_fn(x, t, float(grid.alpha[i]), float(grid.std[i]))
         k = step_order(order, i, grid.steps, denoise, warm_up=False)
         x = singlestep_update(x, x0_fn, grid, stages, i, m_s, k)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 
@@ -63,11 +64,11 @@ class Grid:
     def steps(self) -> int:
         return len(self.t) - 1
 
-    @property
+    @cached_property  # computed once per grid: the solvers index it at every step
     def sigma(self) -> torch.Tensor:
         return self.std / self.alpha
 
-    @property
+    @cached_property
     def lam(self) -> torch.Tensor:
         return torch.log(self.alpha / self.std)
 
