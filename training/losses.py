@@ -166,15 +166,18 @@ class LikelihoodTimeSampler:
         steps = 0.5 * (density_dlogt[1:] + density_dlogt[:-1]) * (log_t[1:] - log_t[:-1])
         cdf = torch.cat([torch.zeros(1, dtype=torch.float64), torch.cumsum(steps, 0)])
         self.normalizer = float(cdf[-1])
-        self._cdf, self._log_t = cdf / cdf[-1], log_t
+        self._tables = {torch.device("cpu"): (cdf / cdf[-1], log_t)}  # per device: no host round trip per batch
 
     def sample(self, batch_size: int, generator, like: torch.Tensor) -> torch.Tensor:
-        u = torch.rand(batch_size, generator=generator, device=like.device, dtype=torch.float64).cpu()
-        i = torch.searchsorted(self._cdf, u).clamp(1, len(self._cdf) - 1)
-        c0, c1 = self._cdf[i - 1], self._cdf[i]
+        if like.device not in self._tables:
+            self._tables[like.device] = tuple(v.to(like.device) for v in self._tables[torch.device("cpu")])
+        cdf, log_t = self._tables[like.device]
+        u = torch.rand(batch_size, generator=generator, device=like.device, dtype=torch.float64)
+        i = torch.searchsorted(cdf, u).clamp(1, len(cdf) - 1)
+        c0, c1 = cdf[i - 1], cdf[i]
         frac = (u - c0) / (c1 - c0).clamp_min(1e-300)
-        log_t = self._log_t[i - 1] + frac * (self._log_t[i] - self._log_t[i - 1])
-        return log_t.exp().clamp(self.eps, self.sde.T).to(device=like.device, dtype=torch.float32)
+        log_t = log_t[i - 1] + frac * (log_t[i] - log_t[i - 1])  # inverse CDF, linear in log t
+        return log_t.exp().clamp(self.eps, self.sde.T).to(dtype=torch.float32)
 
 
 def _discrete_time(batch_size: int, n: int, generator, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
