@@ -141,12 +141,12 @@ class ScoreSDEPipeline(LikelihoodMixin, DiffusionPipeline):
         return model_score_fn(labelled_unet(self.unet, null_class_label(self.unet)), self.sde,
                               self.scheduler.config.prediction_type)
 
-    def sampling_score_fn(self) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-        """:meth:`score_fn` as the samplers use it: with the scheduler's ``clip_sample``, the score whose Tweedie
-        estimate ``x0 = (x + std^2 score) / alpha`` is clamped to ``data_range`` (diffusers' ``clip_sample``; see
-        :func:`scorekit.schedulers.discrete.clip_denoised_score`). Likelihoods and encoding use the unclipped
-        :meth:`score_fn`, the model's own probability-flow ODE."""
-        score_fn = self.score_fn()
+    def sampling_score_fn(self, score_fn: Callable | None = None) -> Callable:
+        """``score_fn`` (default :meth:`score_fn`) as the samplers use it: with the scheduler's ``clip_sample``, the
+        score whose Tweedie estimate ``x0 = (x + std^2 score) / alpha`` is clamped to ``data_range`` (diffusers'
+        ``clip_sample``; see :func:`scorekit.schedulers.discrete.clip_denoised_score`). Likelihoods and encoding use
+        the unclipped :meth:`score_fn`, the model's own probability-flow ODE."""
+        score_fn = self.score_fn() if score_fn is None else score_fn
         if not self.scheduler.config.get("clip_sample", False):
             return score_fn
         sde, data_range = self.sde, tuple(self.scheduler.data_range)
@@ -238,6 +238,7 @@ class ScoreSDEPipeline(LikelihoodMixin, DiffusionPipeline):
         condition=None,
         callback_on_step_end: Callable | None = None,
         callback_on_step_end_tensor_inputs: list[str] | None = None,
+        score_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
         **sampler_overrides,
     ) -> ScoreSDEPipelineOutput | tuple:
         """Generate ``batch_size`` images.
@@ -255,19 +256,21 @@ class ScoreSDEPipeline(LikelihoodMixin, DiffusionPipeline):
             callback_on_step_end: ``fn(pipe, step_index, t, callback_kwargs) -> dict`` after each step; may return
                 a new ``"latents"``.
             callback_on_step_end_tensor_inputs: tensors passed in ``callback_kwargs`` (only ``"latents"``).
+            score_fn: the score to sample, ``score_fn(x, t)`` (e.g. a classifier-free guided one); ``None`` is the
+                network's :meth:`score_fn`.
             **sampler_overrides: any ``scorekit.sample`` setting (``predictor``, ``corrector``, ``snr``,
                 ``method``, ``rtol``, ``eta``, ``denoise``, ...), overriding the scheduler's.
         """
         self.check_inputs(batch_size, num_inference_steps, output_type, sampler, generator, latents)
         if self.scheduler.config.get("discretization", "continuous") == "discrete":
             unsupported = {"sampler": sampler, "condition": condition, "callback_on_step_end": callback_on_step_end,
-                           **sampler_overrides}
+                           "score_fn": score_fn, **sampler_overrides}
             return self._call_discrete(batch_size, num_inference_steps, generator, output_type, return_dict, latents,
                                        {k: v for k, v in unsupported.items() if v is not None})
         kwargs = self.sampler_kwargs(sampler, sampler_overrides)
         x, info = sample(
-            self.sampling_score_fn(), self.sde, self.sample_shape(batch_size), steps=num_inference_steps, x_T=latents,
-            generator=generator, dtype=self.unet.dtype, device=self.device, condition=condition,
+            self.sampling_score_fn(score_fn), self.sde, self.sample_shape(batch_size), steps=num_inference_steps,
+            x_T=latents, generator=generator, dtype=self.unet.dtype, device=self.device, condition=condition,
             progress=lambda steps: self.progress_bar(steps),
             callback=self._step_callback(callback_on_step_end, callback_on_step_end_tensor_inputs or ["latents"]),
             **kwargs,

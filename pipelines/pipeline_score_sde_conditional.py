@@ -51,7 +51,6 @@ class ScoreSDEClassConditionalPipeline(ScoreSDEPipeline):
     def __init__(self, unet, scheduler, classifier=None):
         super().__init__(unet=unet, scheduler=scheduler)
         self.register_modules(classifier=classifier)
-        self._labels, self._scale = None, 1.0
 
     @property
     def conditioning(self) -> str:
@@ -59,13 +58,6 @@ class ScoreSDEClassConditionalPipeline(ScoreSDEPipeline):
         if null_class_label(self.unet) is not None:
             return "classifier-free"
         return "classifier" if getattr(self, "classifier", None) is not None else "none"
-
-    def score_fn(self):
-        """The classifier-free guided score while a CFG call runs; otherwise the unconditional score."""
-        if self._labels is None:
-            return super().score_fn()
-        return cfg_score_fn(self.unet, self.sde, self.scheduler.config.prediction_type, self._labels,
-                            null_class_label(self.unet), self._scale)
 
     @torch.no_grad()
     def __call__(self, class_labels, guidance_scale: float = 1.0, condition=None,
@@ -102,17 +94,13 @@ class ScoreSDEClassConditionalPipeline(ScoreSDEPipeline):
             guidance = ClassifierGuidance(classifier_log_prob_fn(self.classifier, self.sde), labels, guidance_scale)
             condition = guidance if condition is None else Compose([guidance, condition])
             return super().__call__(condition=condition, **kwargs)
-        batch_size = kwargs.get("batch_size", 1)
-        self._labels = as_labels(labels, batch_size, null_class_label(self.unet)).to(self.device)
-        self._scale = float(guidance_scale)
+        labels = as_labels(labels, kwargs.get("batch_size", 1), null_class_label(self.unet)).to(self.device)
         if classifier_scale:
-            extra = ClassifierGuidance(classifier_log_prob_fn(self.classifier, self.sde), self._labels,
-                                       classifier_scale)
+            extra = ClassifierGuidance(classifier_log_prob_fn(self.classifier, self.sde), labels, classifier_scale)
             condition = extra if condition is None else Compose([extra, condition])
-        try:
-            return super().__call__(condition=condition, **kwargs)
-        finally:
-            self._labels, self._scale = None, 1.0
+        guided = cfg_score_fn(self.unet, self.sde, self.scheduler.config.prediction_type, labels,
+                              null_class_label(self.unet), float(guidance_scale))
+        return super().__call__(condition=condition, score_fn=guided, **kwargs)
 
 
 def cfg_score_fn(unet, sde, parameterization: str, labels: torch.Tensor, null: int, scale: float):
