@@ -28,6 +28,12 @@ STEPPED = ("dpmsolver++", "sde-dpmsolver++", "edm-heun")  # the few-step solvers
 PIPELINE_ONLY = tuple(s for s in FEW_STEP_SAMPLERS if s not in STEPPED)
 
 
+def heun_stage_times(t: torch.Tensor) -> torch.Tensor:
+    """Stage times of a two-stage (Heun) step() loop on the grid ``t``: ``t_0, t_1, t_1, ..., t_{n-1}, t_{n-1}, t_n``
+    (an Euler stage, then the correction at the step's end time)."""
+    return torch.cat([t[:1], t[1:-1].repeat_interleave(2), t[-1:]])
+
+
 class FewStepSchedulerMixin:
     """Grid, state and ``step`` of the few-step solvers (expects ``self.sde``, ``self.config`` of the scheduler)."""
 
@@ -36,10 +42,7 @@ class FewStepSchedulerMixin:
         grid_name = c.time_grid or ("karras" if c.solver == "edm-heun" else "logsnr")
         self._grid = make_grid(self.sde, num_inference_steps, self.sde.sampling_eps, grid_name, c.rho, timesteps)
         t = self._grid.t.to(torch.float32)
-        if c.solver == "edm-heun":
-            t = torch.cat([t[:1], t[1:-1].repeat_interleave(2), t[-1:]])
-        else:
-            t = t[:-1]
+        t = heun_stage_times(t) if c.solver == "edm-heun" else t[:-1]
         if c.denoise:
             t = torch.cat([t, self._grid.t[-1:].to(torch.float32)])
         self.num_inference_steps = self._grid.steps

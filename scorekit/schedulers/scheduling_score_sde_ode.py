@@ -12,7 +12,7 @@ from ..ddim import ddim_step
 from ..ode import ADAPTIVE_METHODS, pf_ode_drift
 from ..samplers import FEW_STEP_SAMPLERS, few_step_settings
 from ..utils import append_dims, batch_time, check_choice, check_positive
-from .few_step import PIPELINE_ONLY, STEPPED, FewStepSchedulerMixin
+from .few_step import PIPELINE_ONLY, STEPPED, FewStepSchedulerMixin, heun_stage_times
 from .scheduling_score_sde_base import ScoreSDESchedulerBase, ScoreSDESchedulerOutput
 
 STEP_SOLVERS = ("euler", "heun", "ddim")
@@ -89,9 +89,8 @@ class ScoreSDEODEScheduler(FewStepSchedulerMixin, ScoreSDESchedulerBase):
         return 2 if self.config.solver in ("heun", "edm-heun") else 1
 
     def _stage_times(self) -> torch.Tensor:
-        if self.config.solver == "heun":
-            # stage times t_0, t_1, t_1, t_2, t_2, ..., t_n: an Euler stage then a correction stage per step
-            return torch.cat([self._t_grid[:1], self._t_grid[1:-1].repeat_interleave(2), self._t_grid[-1:]])
+        if self.config.solver == "heun":  # an Euler stage then a correction stage per step
+            return heun_stage_times(self._t_grid)
         return self._t_grid[:-1]
 
     def set_timesteps(self, num_inference_steps: int | None = None, device=None, timesteps=None):
