@@ -106,9 +106,13 @@ class ScoreSDEClassConditionalPipeline(ScoreSDEPipeline):
 def cfg_score_fn(unet, sde, parameterization: str, labels: torch.Tensor, null: int, scale: float):
     """Classifier-free guided ``score_fn(x, t) = s(x, t, null) + scale (s(x, t, y) - s(x, t, null))``.
 
-    ``scale = 1`` is one conditional call; otherwise conditional and unconditional halves go through the UNet as one
-    batch of ``2 B``.
+    As in diffusers, the trivial scales cost one batch of ``B``: ``scale = 0`` is the unconditional score alone (the
+    same call as :meth:`ScoreSDEPipeline.score_fn`, so the images equal the unconditional pipeline's bit for bit) and
+    ``scale = 1`` the conditional one alone; otherwise conditional and unconditional halves go through the UNet as
+    one batch of ``2 B``.
     """
+    if scale == 0:
+        return model_score_fn(labelled_unet(unet, null), sde, parameterization)
     if scale == 1:
         return model_score_fn(labelled_unet(unet, labels), sde, parameterization)
     both = model_score_fn(labelled_unet(unet, torch.cat([labels, torch.full_like(labels, null)])), sde,
