@@ -206,36 +206,40 @@ class DiscreteVPSDE(SDE):
         self.alpha_bars, self.schedule = abar, schedule
         self.zero_terminal_snr = bool(abar[-1] == 0)
         self.lam = 0.5 * (abar.log() - torch.log1p(-abar))  # half-log-SNR at t_k; -inf at a zero-SNR end
+        self._on_device = {self.lam.device: (self.lam, abar)}
 
-    def _segment(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(lo, w, last)``: the table interval ``[lo, lo + 1]`` holding ``k = t (N - 1)``, the weight ``w`` of its
-        right end and whether it is a zero-SNR last interval."""
-        k = (t.to(torch.float64) * (self.N - 1)).clamp(0, self.N - 1)
-        lo = k.floor().clamp(max=self.N - 2).long().to(self.lam.device)
-        last = (lo == self.N - 2) & self.zero_terminal_snr
-        return lo, (k - lo.to(k)).to(self.lam.device), last
+    def _tables(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        # (lambda_k, alpha_bar_k) on the samples' device, copied once: no host round trip per score call
+        if device not in self._on_device:
+            self._on_device[device] = (self.lam.to(device), self.alpha_bars.to(device))
+        return self._on_device[device]
 
     def _log_alpha_beta(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(log alpha(t), beta(t))`` in float64 (see the class docstring)."""
-        lo, w, last = self._segment(t)
-        hi_lam = torch.where(last, self.lam[lo], self.lam[lo + 1])  # a finite stand-in on a zero-SNR interval
-        lam = (1 - w) * self.lam[lo] + w * hi_lam
-        slope = (hi_lam - self.lam[lo]) * (self.N - 1)  # d lambda / dt
+        """``(log alpha(t), beta(t))`` in float64 (see the class docstring): ``k = t (N - 1)`` lies in the table
+        interval ``[lo, lo + 1]`` with weight ``w`` on its right end."""
+        lams, abar = self._tables(t.device)
+        k = (t.to(torch.float64) * (self.N - 1)).clamp(0, self.N - 1)
+        lo = k.floor().clamp(max=self.N - 2).long()
+        w = k - lo.to(k)
+        last = (lo == self.N - 2) & self.zero_terminal_snr  # a zero-SNR last interval
+        hi_lam = torch.where(last, lams[lo], lams[lo + 1])  # a finite stand-in on a zero-SNR interval
+        lam = (1 - w) * lams[lo] + w * hi_lam
+        slope = (hi_lam - lams[lo]) * (self.N - 1)  # d lambda / dt
         log_alpha = 0.5 * torch.nn.functional.logsigmoid(2 * lam)
         beta = -2 * slope * torch.sigmoid(-2 * lam)
         # zero-SNR last interval: alpha = alpha_{N-2} (1 - w), beta = -2 alpha' / alpha = 2 (N - 1) / (1 - w)
-        log_alpha = torch.where(last, 0.5 * self.alpha_bars[lo].log() + torch.log1p(-w), log_alpha)
+        log_alpha = torch.where(last, 0.5 * abar[lo].log() + torch.log1p(-w), log_alpha)
         beta = torch.where(last, 2 * (self.N - 1) / (1 - w), beta)
         return log_alpha, beta
 
     def sde(self, x, t):
-        beta = self._log_alpha_beta(t)[1].to(device=t.device, dtype=t.dtype)
+        beta = self._log_alpha_beta(t)[1].to(t.dtype)
         return -0.5 * append_dims(beta, x.ndim) * x, beta.sqrt()
 
     def marginal_coef(self, t):
         log_alpha = self._log_alpha_beta(t)[0]
         std = (-torch.expm1(2 * log_alpha)).sqrt()
-        return log_alpha.exp().to(device=t.device, dtype=t.dtype), std.to(device=t.device, dtype=t.dtype)
+        return log_alpha.exp().to(t.dtype), std.to(t.dtype)
 
     def langevin_alpha(self, t: torch.Tensor) -> torch.Tensor:
         # alpha_i = 1 - beta_i = alpha_bar_k / alpha_bar_{k-1} of the table (alpha_bar_{-1} = 1)
