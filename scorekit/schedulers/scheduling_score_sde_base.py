@@ -53,6 +53,7 @@ class ScoreSDESchedulerBase(SchedulerMixin, ConfigMixin):
 
     _compatibles = list(SUPPORTED_FOREIGN)
     order = 1
+    _ddim_rule = False  # the ODE scheduler's discrete steps are DDIM's (next label k - N // S, set_alpha_to_one)
 
     def _setup(self, sde_type, beta_min, beta_max, sigma_min, sigma_max, num_train_timesteps, sampling_eps,
                prediction_type, data_range, beta_schedule="linear", trained_betas=None, rescale_betas_zero_snr=False):
@@ -151,8 +152,6 @@ class ScoreSDESchedulerBase(SchedulerMixin, ConfigMixin):
                              f"a model with prediction_type in {list(ZERO_SNR_PREDICTIONS)} (got {prediction!r}) via "
                              f"ScoreSDEODEScheduler(solver='ddim', discretization='discrete'), as DDIMScheduler "
                              f"steps; or use timestep_spacing='leading', which starts below it")
-
-    _ddim_rule = False  # the ODE scheduler's discrete steps are DDIM's (next label k - N // S, set_alpha_to_one)
 
     def _stage_times(self) -> torch.Tensor:
         return self._t_grid[:-1]

@@ -42,8 +42,9 @@ class ScoreSDEODEScheduler(FewStepSchedulerMixin, ScoreSDESchedulerBase):
         eta: DDIM stochasticity (0 = deterministic, the PF-ODE's DDIM discretization).
         rtol, atol: tolerances of an adaptive solve.
         denoise: finish with Tweedie's denoising step at ``sampling_eps`` (one extra model call).
-        discretization: ``"continuous"`` or ``"discrete"`` (DDIM on DDPM's integer timesteps with diffusers'
-            ``"leading"`` spacing, ending on clean data: ``DDIMPipeline``'s steps; only ``solver="ddim"``).
+        discretization: ``"continuous"`` or ``"discrete"`` (DDIM on DDPM's integer timesteps with the config's
+            ``timestep_spacing``, ``steps_offset`` and ``set_alpha_to_one``: ``DDIMPipeline``'s steps; only
+            ``solver="ddim"``).
         clip_sample: clip the denoised estimate to ``data_range`` in each step (off: the paper does not clip).
         beta_schedule, trained_betas, rescale_betas_zero_snr: a VP model's discrete schedule, as in
             :class:`ScoreSDEPCScheduler`.
