@@ -10,7 +10,7 @@ from .ode import pf_ode_drift
 from .predictors import PREDICTORS
 from .sampling import SAMPLERS, sample
 from .score import model_score_fn
-from .sde import SDE, SDES, VESDE, VPSDE, SubVPSDE, get_sde
+from .sde import SDE, SDES, VESDE, VPSDE, DiscreteVPSDE, SubVPSDE, get_sde
 
 __version__ = "0.1.0"
 
@@ -43,7 +43,8 @@ def __getattr__(name):
 _register_with_diffusers()  # DiffusionPipeline.from_pretrained of scorekit repos (cheap; see diffusers_registration)
 
 __all__ = [
-    "SDE", "VPSDE", "SubVPSDE", "VESDE", "SDES", "get_sde", "sample", "SAMPLERS", "PREDICTORS", "CORRECTORS",
+    "SDE", "VPSDE", "SubVPSDE", "VESDE", "DiscreteVPSDE", "SDES", "get_sde", "sample", "SAMPLERS", "PREDICTORS",
+    "CORRECTORS",
     "pf_ode_drift", "ddim_step", "tweedie_denoise", "model_score_fn", "Condition", "Compose", *_LAZY,
     "Inpaint", "Colorize", "ClassifierGuidance", "classifier_guidance",
     "log_likelihood", "bits_per_dim", "encode", "decode", "slerp", "interpolate",

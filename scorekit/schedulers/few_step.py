@@ -51,7 +51,7 @@ class FewStepSchedulerMixin:
         self._stage, self._history, self._edm_state = 0, [], None
 
     def _data_prediction(self, model_output, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        score = output_to_score(model_output.to(x.dtype), t, self.sde, self.config.prediction_type)
+        score = output_to_score(model_output.to(x.dtype), t, self.sde, self.config.prediction_type, x)
         alpha, std = self.sde.marginal_coef(t)
         return (x + append_dims(std**2, x.ndim) * score) / append_dims(alpha, x.ndim)
 

@@ -16,6 +16,7 @@ from .few_step import PIPELINE_ONLY, STEPPED, FewStepSchedulerMixin, heun_stage_
 from .scheduling_score_sde_base import ScoreSDESchedulerBase, ScoreSDESchedulerOutput
 
 STEP_SOLVERS = ("euler", "heun", "ddim")
+SOLVERS = (*FEW_STEP_SAMPLERS, *STEP_SOLVERS, *ADAPTIVE_METHODS)  # every value of ``solver``
 
 
 class ScoreSDEODEScheduler(FewStepSchedulerMixin, ScoreSDESchedulerBase):
@@ -41,10 +42,15 @@ class ScoreSDEODEScheduler(FewStepSchedulerMixin, ScoreSDESchedulerBase):
         eta: DDIM stochasticity (0 = deterministic, the PF-ODE's DDIM discretization).
         rtol, atol: tolerances of an adaptive solve.
         denoise: finish with Tweedie's denoising step at ``sampling_eps`` (one extra model call).
-        discretization: ``"continuous"`` or ``"discrete"`` (DDIM on DDPM's integer timesteps with diffusers'
-            ``"leading"`` spacing, ending on clean data: ``DDIMPipeline``'s steps; only ``solver="ddim"``).
-        clip_sample: clip the denoised estimate to ``data_range`` in each step (off: the paper does not clip);
-            matches diffusers' DDIM with ``clip_sample=True, use_clipped_model_output=True``.
+        discretization: ``"continuous"`` or ``"discrete"`` (DDIM on DDPM's integer timesteps with the config's
+            ``timestep_spacing``, ``steps_offset`` and ``set_alpha_to_one``: ``DDIMPipeline``'s steps; only
+            ``solver="ddim"``).
+        clip_sample: clip the denoised estimate to ``data_range`` in each step (off: the paper does not clip).
+        beta_schedule, trained_betas, rescale_betas_zero_snr: a VP model's discrete schedule, as in
+            :class:`ScoreSDEPCScheduler`.
+        use_clipped_model_output: with ``clip_sample``, step with the score of the clipped x0 (``True``: diffusers'
+            DDIM with ``use_clipped_model_output=True``, and every other solver), or (``False``, DDIM on the discrete
+            timesteps only) keep the model's own epsilon for the direction term, as ``DDIMPipeline`` does by default.
     """
 
     @register_to_config
@@ -69,20 +75,31 @@ class ScoreSDEODEScheduler(FewStepSchedulerMixin, ScoreSDESchedulerBase):
         rho: float = 7.0,
         discretization: str = "continuous",
         clip_sample: bool = False,
+        beta_schedule: str = "linear",
+        trained_betas: list[float] | None = None,
+        rescale_betas_zero_snr: bool = False,
+        use_clipped_model_output: bool = True,
     ):
         self._setup(sde_type, beta_min, beta_max, sigma_min, sigma_max, num_train_timesteps, sampling_eps,
-                    prediction_type, data_range)
-        check_choice("solver", solver, STEP_SOLVERS + ADAPTIVE_METHODS + tuple(FEW_STEP_SAMPLERS))
+                    prediction_type, data_range, beta_schedule, trained_betas, rescale_betas_zero_snr)
+        check_choice("solver", solver, SOLVERS)
         if solver in FEW_STEP_SAMPLERS:
             few_step_settings(solver, order=None if solver == "edm-heun" else order, time_grid=time_grid, rho=rho,
                               rtol=rtol, atol=atol)
         check_positive("eta", eta, allow_zero=True)
         check_positive("rtol", rtol)
         check_positive("atol", atol)
-        self._setup_discretization(discretization, "fixed_large", clip_sample)
+        self._setup_discretization(discretization, "fixed_large", clip_sample, use_clipped_model_output)
         if discretization == "discrete" and solver != "ddim":
             raise ValueError(f"discretization='discrete' needs solver='ddim', got solver={solver!r}")
+        if clip_sample and not use_clipped_model_output and discretization != "discrete":
+            raise ValueError("use_clipped_model_output=False (x0 clipped, the model's own epsilon kept: diffusers' "
+                             "DDIMPipeline default) is a DDIM step on diffusers' timesteps: use solver='ddim', "
+                             "discretization='discrete'; the continuous samplers clip through the score "
+                             "(use_clipped_model_output=True)")
         self._heun_state = None
+
+    _ddim_rule = True
 
     @property
     def order(self) -> int:
@@ -126,8 +143,14 @@ class ScoreSDEODEScheduler(FewStepSchedulerMixin, ScoreSDESchedulerBase):
             return self._output(x, x, return_dict, like)
         t_next = batch_time(self.next_timestep(timestep), sample.shape[0], sample)
         if self.config.solver == "ddim":
-            return self._output(*ddim_step(sample, t, t_next, score_fn, self.step_sde, generator, eta=self.config.eta),
-                                return_dict, like)
+            if self._table is None:
+                return self._output(*ddim_step(sample, t, t_next, score_fn, self.step_sde, generator,
+                                               eta=self.config.eta), return_dict, like)
+            x0 = self._step_denoised(model_output, t, sample)  # diffusers' x0 (Tweedie's is 0 / 0 at alpha = 0)
+            x, _ = ddim_step(sample, t, t_next, score_fn, self.step_sde, generator, eta=self.config.eta, x0=x0)
+            # DDIMPipeline returns the last step's sample: it is not clean data with "trailing" spacing or
+            # set_alpha_to_one=False (they end on alpha_bar_0)
+            return self._output(x, x, return_dict, like)
         d = pf_ode_drift(sample, t, score_fn, self.sde)
         x = sample + d * append_dims(t_next - t, sample.ndim)  # Euler step of eq. 13
         if self.config.solver == "heun":
