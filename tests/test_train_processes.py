@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -22,9 +23,10 @@ FLAGS = ["--dataset", "digits", "--preset", "tiny", "--num_class_embeds", "10", 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
-def _run(out: Path, *extra: str) -> None:
-    subprocess.run([sys.executable, SCRIPT, *FLAGS, "--output_dir", str(out), *extra], check=True, env=ENV,
-                   capture_output=True, timeout=600)
+def _run(out: Path, *extra: str) -> str:
+    """Run the trainer script in one process; returns its stdout."""
+    return subprocess.run([sys.executable, SCRIPT, *FLAGS, "--output_dir", str(out), *extra], check=True, env=ENV,
+                          capture_output=True, text=True, timeout=600).stdout
 
 
 def _kill_after(cmd: list[str], out: Path, checkpoint: str, env: dict) -> None:
@@ -58,7 +60,9 @@ def test_sigkill_and_resume_is_bit_exact(tmp_path):
     _run(tmp_path / "full", *steps)
     killed = tmp_path / "killed"
     _kill_after([sys.executable, SCRIPT, *FLAGS, "--output_dir", str(killed), *steps], killed, "checkpoint-3", ENV)
-    _run(killed, *steps, "--resume_from_checkpoint", "latest")
+    said = _run(killed, *steps, "--resume_from_checkpoint", "latest")
+    assert re.search(r"^resuming from checkpoint-(\d+) \(step \1 of 12\)$", said, re.M), said
+    assert said.splitlines()[-1].startswith("trained 12 steps, final loss"), said  # the script's summary line
     _assert_same_run(tmp_path / "full", killed, [6, 9, 12])
 
 
