@@ -72,6 +72,17 @@ def test_push_creates_the_private_repo_before_the_first_step_and_uploads_the_run
     assert TOKEN not in card and "--hub_private_repo" in card and "--hub_token" not in card
 
 
+def test_the_classifier_trainer_pushes_too(hub, tmp_path):
+    from scorekit.training import train_classifier
+
+    flags = [*TINY[:2], *TINY[4:], "--block_out_channels", "8,16", "--eval_samples", "20"]  # no --preset
+    train_classifier.main([*flags, "--output_dir", str(tmp_path / "clf"), "--push_to_hub", "--hub_model_id",
+                           "alice/clf", "--hub_token", TOKEN])
+    files = hub.snapshot("alice/clf")[1]
+    assert {"classifier/config.json", "classifier/scorekit_sde.json", "README.md"} <= set(files)
+    assert "conditioning: classifier guidance" in files["README.md"].decode()
+
+
 @pytest.mark.parametrize("how", ["library", "cli"])
 def test_refused_token_is_one_line_before_training(hub, tmp_path, no_training, capsys, how):
     out = tmp_path / "run"
