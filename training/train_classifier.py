@@ -154,6 +154,7 @@ def train(args: argparse.Namespace) -> dict:
     if args.score_model is not None and not os.path.isdir(args.score_model):
         raise ValueError(f"--score_model={args.score_model!r} is not a folder")
     plan = plan_run(args.output_dir, args.resume_from_checkpoint, args.overwrite_output_dir)
+    repo_id = prepare_hub(args)  # token and repository checked before any data is read
     scheduler = load_scheduler(args)
     dataset, num_classes, channels, resolution = dataset_from_args(args)
     if num_classes is None:
@@ -162,7 +163,6 @@ def train(args: argparse.Namespace) -> dict:
     set_seed(args.seed)
     classifier = build_classifier(args, scheduler, channels, resolution, num_classes)
     accelerator = make_accelerator(args, "train_classifier")
-    repo_id = prepare_hub(args, accelerator)
     run = setup_run(args, accelerator, classifier, dataset, plan,
                     lambda model, folder: model.save_pretrained(os.path.join(folder, "classifier")), "classifier")
     if run.finished:

@@ -80,12 +80,12 @@ def train(args: argparse.Namespace) -> dict:
 
     validate_score_args(args)
     plan = plan_run(args.output_dir, args.resume_from_checkpoint, args.overwrite_output_dir)
+    repo_id = prepare_hub(args)  # token and repository checked before any data is read
     dataset, num_classes, channels, resolution = dataset_from_args(args)  # data errors before any step
     sde = build_sde(args)
     set_seed(args.seed)
     unet = build_unet(args, channels, resolution)
     accelerator = make_accelerator(args, "train_score")
-    repo_id = prepare_hub(args, accelerator)  # token and repository checked before the first step
     ema = make_ema(args, unet) if args.use_ema else None
     if ema is not None:
         ema.to(accelerator.device)
@@ -113,9 +113,11 @@ def train(args: argparse.Namespace) -> dict:
     return {**result, "output_dir": args.output_dir}
 
 
-def prepare_hub(args: argparse.Namespace, accelerator) -> str | None:
-    """With ``--push_to_hub``, check the token and create the repository (main process), before any training."""
-    if not args.push_to_hub or not accelerator.is_main_process:
+def prepare_hub(args: argparse.Namespace) -> str | None:
+    """With ``--push_to_hub``, check the token and create the repository on the main process (None elsewhere)."""
+    from accelerate import PartialState
+
+    if not args.push_to_hub or not PartialState().is_main_process:
         return None
     return create_hub_repo(args.hub_model_id, token=args.hub_token, private=args.hub_private_repo or None)
 
