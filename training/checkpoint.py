@@ -87,7 +87,9 @@ def plan_run(output_dir: str, resume: str | None, overwrite: bool) -> RunPlan:
                              f"--resume_from_checkpoint latest, pass --overwrite_output_dir to delete its checkpoints "
                              f"and start afresh, or choose another --output_dir")
         extra = [os.path.join(output_dir, FINISHED_MARKER)] if found or finished else []
-        return RunPlan(uuid.uuid4().hex[:12], remove=found + extra, notes=notes)
+        leftovers = [os.path.join(output_dir, d) for d in os.listdir(output_dir) if d.startswith(".tmp-checkpoint-")] \
+            if os.path.isdir(output_dir) else []
+        return RunPlan(uuid.uuid4().hex[:12], remove=found + extra + leftovers, notes=notes)
     path = found[-1] if resume == "latest" else os.path.normpath(resume)
     m = _PATTERN.match(os.path.basename(path))
     if not m or not os.path.isdir(path):

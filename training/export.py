@@ -50,6 +50,22 @@ def write_card(pipe, folder: str, repo_id: str | None, **card_kwargs) -> str:
     return path
 
 
+BUNDLED_DATA = {
+    "digits": "scikit-learn's 8x8 digits, train split (`scorekit.training.data.load_digits_split`)",
+    "photos": "patches of the bundled photos, train photos only (`scorekit.training.data.load_photo_patches`)",
+}
+
+
+def data_description(args: argparse.Namespace) -> str:
+    """What the run trained on, for the model card."""
+    if args.dataset:
+        return BUNDLED_DATA[args.dataset]
+    if args.dataset_name:
+        config = getattr(args, "dataset_config_name", None)
+        return args.dataset_name + (f" (configuration {config})" if config else "")
+    return f"image folder {args.train_data_dir}"
+
+
 NOT_RECORDED = ("hub_token", "resume_from_checkpoint", "overwrite_output_dir", "no_progress")
 
 

@@ -24,7 +24,7 @@ from scorekit.models.shipped import is_shipped_name, shipped_model_path
 from scorekit.training.checkpoint import FINISHED_MARKER, plan_run
 from scorekit.training.config import add_common_flags, flag_parser, validate_common
 from scorekit.training.data import dataset_from_args, load_digits_split
-from scorekit.training.export import push_folder, training_command, write_card
+from scorekit.training.export import data_description, push_folder, training_command, write_card
 from scorekit.training.loop import fit, make_accelerator, setup_run
 from scorekit.training.losses import classifier_loss
 from scorekit.training.train_score import prepare_hub, script_main, summary_line
@@ -212,7 +212,7 @@ def _save(args, model, scheduler, result: dict, processes: int) -> None:
              **{f"accuracy, {band}": f"{acc:.3f}" for band, acc in result["accuracy"].items()}}
     entry = "scorekit train-classifier" if getattr(args, "entry", None) == "cli" else "training/train_classifier.py"
     write_card(saved, args.output_dir, args.hub_model_id, scheduler=scheduler,
-               training_data=args.dataset or args.dataset_name or args.train_data_dir, training_facts=facts,
+               training_data=data_description(args), training_facts=facts,
                training_command=training_command(args, add_classifier_flags, entry, processes))
 
 

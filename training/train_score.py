@@ -31,7 +31,14 @@ from scorekit.training.config import (
     validate_score_args,
 )
 from scorekit.training.data import dataset_from_args
-from scorekit.training.export import build_pipeline, push_folder, sample_grid, training_command, write_card
+from scorekit.training.export import (
+    build_pipeline,
+    data_description,
+    push_folder,
+    sample_grid,
+    training_command,
+    write_card,
+)
 from scorekit.training.loop import fit, make_accelerator, setup_run
 from scorekit.training.losses import ddpm_loss, dsm_loss, smld_loss, unet_model_fn
 
@@ -191,7 +198,7 @@ class SampleWriter:
                      "ramp (1 + n) / (10 + n)") if args.use_ema else "no",
                  "final training loss": f"{result['final_loss']:.5f}"}
         command = training_command(args, add_score_flags, entry, processes, acc.device.type == "cpu")
-        return {"training_data": args.dataset or args.dataset_name or args.train_data_dir,
+        return {"training_data": data_description(args),
                 "training_command": command, "training_facts": facts}
 
 
