@@ -6,8 +6,9 @@
 
 The output folder loads with ``ScoreSDEPipeline.from_pretrained`` (or ``ScoreSDEClassConditionalPipeline`` for a
 class-conditional model, which samples with classifier-free guidance). ``--resume_from_checkpoint latest`` restores
-step, weights, optimizer, learning-rate schedule, EMA, data order and the noise generator: a killed run continues
-exactly where its last checkpoint left it.
+step, weights, optimizer, learning-rate schedule, EMA, and every process's data position and noise generator: a run
+killed on any number of processes continues to the same bytes (:mod:`~scorekit.training.checkpoint`). Flags and their
+meanings follow diffusers' ``examples/unconditional_image_generation/train_unconditional.py``.
 """
 
 from __future__ import annotations
