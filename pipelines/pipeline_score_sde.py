@@ -146,6 +146,15 @@ class ScoreSDEPipeline(LikelihoodMixin, DiffusionPipeline):
         if stock_layout:
             write_stock_layout(str(save_directory), self.scheduler)
 
+    def push_to_hub(self, repo_id: str, **kwargs):
+        """diffusers' ``push_to_hub`` (save, diffusers' model card, upload), with a failed request raised as
+        :class:`scorekit.hub.HubError` naming the Hub, as :func:`scorekit.hub.push_to_hub` does (which writes
+        scorekit's model card instead)."""
+        from scorekit.hub import hub_errors
+
+        with hub_errors(f"pushing {type(self).__name__} to {repo_id}"):
+            return super().push_to_hub(repo_id, **kwargs)
+
     # --- model interface -------------------------------------------------------------------------------------------
     @property
     def sde(self):

@@ -6,18 +6,95 @@ Public API:
   its parameters, the parameterization, the data range, the conditioning kind, the default sampler and step count,
   the training data and command, measured metrics when given, and a usage snippet that runs;
 - :func:`push_to_hub` saves the object (pipelines in the stock diffusers layout where one fits), writes the card as
-  ``README.md`` and uploads the folder in one commit.
-
-The trainer's ``--push_to_hub`` calls ``push_to_hub(pipeline, repo_id, training_data=..., training_command=...)``.
+  ``README.md`` and uploads the folder in one commit;
+- :func:`create_hub_repo` checks the token and creates the repository (the trainer calls it before its first step);
+- :func:`hub_errors` turns a failed request (unreachable endpoint, refused token, HTTP error) into :class:`HubError`,
+  one line naming the Hub, what was being done and why; ``push_to_hub``, ``create_hub_repo``, the trainers and the
+  pipelines' own ``push_to_hub`` all report through it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from typing import Any
 
-SAMPLER_STEPS = {"pc": 1000, "ode": 100, "ddim": 100, "ald": 100}
+# Steps a card recommends per sampler; the few-step ones as measured in the README ("Quality of the shipped models",
+# "Few-step samplers": DPM-Solver++(2M) at 19 steps + the final denoising = 20 NFE).
+SAMPLER_STEPS = {"pc": 1000, "ode": 100, "ddim": 100, "ald": 100, "dpmsolver++": 19, "sde-dpmsolver++": 19}
+# Guidance scales measured on scorekit/digits (README "Quality of the shipped models"; benchmarks/quality.py): CFG
+# w = 1.5 (99.4 % class accuracy at 20 NFE) and classifier guidance at scale 6 (99.2 %).
+GUIDANCE_SCALES = {"classifier-free": 1.5, "classifier": 6.0}
+TASKS = {"ScoreSDEInpaintPipeline": "inpainting (replacement method)",
+         "ScoreSDEColorizationPipeline": "colorization (replacement in the gray/chroma basis)"}
+
+
+class HubError(OSError):
+    """A request to the Hugging Face Hub failed; the message is one line: which Hub, what was being done, why."""
+
+
+def _request_errors() -> tuple[type, ...]:
+    # huggingface_hub raises its HTTP library's HTTPError for transport failures (httpx2 in huggingface_hub 2.4) and
+    # HfHubHTTPError (an OSError too) for error answers: the bases of HfHubHTTPError catch both, whatever the library
+    from huggingface_hub.errors import HfHubHTTPError
+
+    return (*HfHubHTTPError.__bases__, OSError)
+
+
+@contextlib.contextmanager
+def hub_errors(action: str, endpoint: str | None = None):
+    """Re-raise a failed Hub request inside the block as :class:`HubError`.
+
+    Args:
+        action: what the block does, for the message (e.g. ``"creating the model repository me/x"``).
+        endpoint: the Hub's URL (default: ``huggingface_hub.constants.ENDPOINT``, i.e. ``HF_ENDPOINT``).
+    """
+    try:
+        yield
+    except HubError:
+        raise
+    except _request_errors() as err:
+        raise HubError(_explain(err, action, endpoint)) from err
+
+
+def _explain(err: Exception, action: str, endpoint: str | None) -> str:
+    from huggingface_hub import constants
+    from huggingface_hub.errors import LocalTokenNotFoundError
+
+    hub = f"the Hugging Face Hub at {endpoint or constants.ENDPOINT}"
+    status = getattr(getattr(err, "response", None), "status_code", None)
+    login = "pass a valid token (--hub_token, token=) or log in with `hf auth login`"
+    if isinstance(err, LocalTokenNotFoundError):
+        why = f"no token for {hub}: {login}"
+    elif status in (401, 403):
+        why = f"{hub} refused the token (HTTP {status}): {login}"
+    else:
+        why = f"{hub} answered HTTP {status}" if status is not None else f"cannot reach {hub}"
+    detail = " ".join(str(err).split())[:300]  # one line, whatever the server sent
+    return f"{why}, while {action} ({type(err).__name__}: {detail})"
+
+
+def create_hub_repo(repo_id: str, *, token: str | None = None, private: bool | None = None) -> str:
+    """Check the token, then create ``repo_id`` (or reuse it); returns the repo id. Call it before long work.
+
+    Raises:
+        ValueError: ``repo_id`` is not ``"user/name"``.
+        HubError: the Hub is unreachable, refuses the token or the creation.
+    """
+    from huggingface_hub import HfApi
+
+    _check_repo_id(repo_id)
+    api = HfApi(token=token)
+    with hub_errors(f"checking the token for {repo_id}", api.endpoint):
+        api.whoami()
+    with hub_errors(f"creating the model repository {repo_id}", api.endpoint):
+        return api.create_repo(repo_id, private=private, exist_ok=True).repo_id
+
+
+def _check_repo_id(repo_id) -> None:
+    if not isinstance(repo_id, str) or repo_id.count("/") != 1:
+        raise ValueError(f"repo_id must be 'user/name', got {repo_id!r}")
 
 
 def _kind(obj) -> str:
@@ -41,60 +118,116 @@ def _sde_lines(scheduler) -> list[str]:
             f"- data range: `{list(scheduler.data_range)}`"]
 
 
-def _sampler(scheduler, steps: int | None) -> tuple[str, int]:
-    kwargs = scheduler.sample_kwargs() if scheduler is not None else {"sampler": "pc"}
-    sampler = kwargs["sampler"]
-    return sampler, steps if steps is not None else SAMPLER_STEPS.get(sampler, 100)
+def recommended_sampling(scheduler, conditioning: str = "none", num_inference_steps: int | None = None) -> dict:
+    """The pipeline call arguments a model card recommends.
+
+    ``sampler``: the scheduler's own when it is configured with a few-step solver, else DPM-Solver++(2M) on the
+    half-log-SNR grid, scorekit's measured default (README "Quality of the shipped models": 19 steps + the final
+    denoising = 20 NFE); ``num_inference_steps`` from ``SAMPLER_STEPS``; ``guidance_scale`` as measured for the
+    conditioning kind (``GUIDANCE_SCALES``; none for an unconditional model).
+    """
+    from scorekit.samplers import FEW_STEP_SAMPLERS
+
+    own = scheduler.sample_kwargs()["sampler"] if scheduler is not None else None
+    sampler = own if own in FEW_STEP_SAMPLERS else "dpmsolver++"
+    kwargs = {"sampler": sampler, "num_inference_steps": num_inference_steps or SAMPLER_STEPS.get(sampler, 19)}
+    if conditioning in GUIDANCE_SCALES:
+        kwargs["guidance_scale"] = GUIDANCE_SCALES[conditioning]
+    return kwargs
+
+
+def conditioning_kind(obj) -> str:
+    """``"classifier-free"`` (class embeddings with a null label), ``"classifier"`` or ``"none"``."""
+    if type(obj).__name__ == "TimeClassifierModel":
+        return "classifier"
+    if hasattr(obj, "conditioning"):  # ScoreSDEClassConditionalPipeline
+        return obj.conditioning
+    unet = getattr(obj, "unet", obj)
+    return "classifier-free" if getattr(unet.config, "num_class_embeds", None) else "none"
+
+
+def _conditioning_line(obj, kind: str) -> str:
+    text = {"classifier-free": "classifier-free guidance (class-conditional UNet whose last class is the null label; "
+                               "`guidance_scale` w, 1 = the plain conditional model)",
+            "classifier": "classifier guidance (a noise-conditional classifier p_t(y | x_t); `guidance_scale` weighs "
+                          "its gradient)",
+            "none": "none (unconditional)"}[kind]
+    if kind == "classifier-free" and getattr(obj, "classifier", None) is not None:
+        scale = GUIDANCE_SCALES["classifier"]
+        text += f"; its classifier adds classifier guidance (`classifier_scale`, e.g. {scale} with `guidance_scale=0`)"
+    task = TASKS.get(type(obj).__name__)
+    return f"- conditioning: {text}" + (f"\n- task: {task}" if task else "")
 
 
 def _settings(scheduler) -> str:
-    if scheduler is None:
-        return ""
     kwargs = {k: v for k, v in scheduler.sample_kwargs().items() if k != "sampler"}
     return " (" + ", ".join(f"{k}={v!r}" for k, v in kwargs.items()) + ")" if kwargs else ""
 
 
-def _usage(kind: str, obj, repo_id: str, sampler: str, steps: int) -> str:
+def _sampling_lines(scheduler, recommended: dict) -> list[str]:
+    if scheduler is None:
+        return []
+    call = ", ".join(f"{k}={v!r}" for k, v in recommended.items()).replace("'", '"')
+    return [f"- scheduler's own sampler: `{scheduler.sample_kwargs()['sampler']}`{_settings(scheduler)}",
+            f"- recommended sampling: `pipe(..., {call})`" + (
+                " (DPM-Solver++(2M) on the half-log-SNR grid: 19 steps + the final denoising = 20 NFE)"
+                if (recommended["sampler"], recommended["num_inference_steps"]) == ("dpmsolver++", 19) else "")]
+
+
+def _usage(kind: str, obj, load_from: str, recommended: dict) -> str:
     if kind == "pipeline":
         cls = type(obj).__name__
-        conditional = cls == "ScoreSDEClassConditionalPipeline"
-        call = "class_labels=[0, 1], guidance_scale=1.0, " if conditional else "batch_size=2, "
+        labels = "class_labels=[0, 1], " if cls == "ScoreSDEClassConditionalPipeline" else "batch_size=2, "
+        call = ", ".join(f"{k}={v!r}" for k, v in recommended.items()).replace("'", '"')
         return (f"import torch\nfrom scorekit.pipelines import {cls}\n\n"
-                f"pipe = {cls}.from_pretrained(\"{repo_id}\")\n"
-                f"images = pipe({call}num_inference_steps={steps}, sampler=\"{sampler}\",\n"
+                f"pipe = {cls}.from_pretrained(\"{load_from}\")\n"
+                f"images = pipe({labels}{call},\n"
                 f"              generator=torch.Generator().manual_seed(0)).images\n")
     if kind == "classifier":
         return (f"from scorekit.models import TimeClassifierModel\n\n"
-                f"classifier = TimeClassifierModel.from_pretrained(\"{repo_id}\")\n"
+                f"classifier = TimeClassifierModel.from_pretrained(\"{load_from}\")\n"
                 f"# logits = classifier(x_t, t).logits\n")
     return (f"from diffusers import {type(obj).__name__}\n\n"
-            f"model = {type(obj).__name__}.from_pretrained(\"{repo_id}\")  # wrap with scorekit.model_score_fn\n")
+            f"model = {type(obj).__name__}.from_pretrained(\"{load_from}\")  # wrap with scorekit.model_score_fn\n")
+
+
+def _training_lines(training_data: str | None, training_command: str | None, facts: dict | None) -> list[str]:
+    lines = ["## Training", "", f"- data: {training_data or 'not recorded'}", ""]
+    if facts:
+        lines += ["| fact | value |", "|---|---|", *[f"| {k} | {v} |" for k, v in facts.items()], ""]
+    if training_command:
+        return lines + ["Command:", "", "```bash", training_command, "```", ""]
+    return lines + ["- command: not recorded", ""]
 
 
 def make_model_card(
     obj,
-    repo_id: str,
+    repo_id: str | None,
     *,
     scheduler=None,
     num_inference_steps: int | None = None,
     training_data: str | None = None,
     training_command: str | None = None,
+    training_facts: dict | None = None,
     metrics: dict[str, float] | None = None,
     license: str = "apache-2.0",
     description: str | None = None,
+    load_from: str | None = None,
 ):
     """Build the model card of a scorekit pipeline, score model or time classifier.
 
     Args:
         obj: a scorekit pipeline, a score network (``UNet2DModel``) or a ``TimeClassifierModel``.
-        repo_id: the Hub id the usage snippet loads.
+        repo_id: the Hub id (the title, and what the usage snippet loads); None for a local folder (``load_from``).
         scheduler: the scorekit scheduler describing a bare model's SDE (a pipeline's own is used otherwise).
-        num_inference_steps: the recommended step count (default: 1000 for PC, 100 for ODE / DDIM / ALD).
+        num_inference_steps: the recommended step count (default: :func:`recommended_sampling`'s).
         training_data: dataset name or description (a Hub dataset id also goes into the metadata).
-        training_command: the command that trained it.
+        training_command: the exact command that trained it (shown as a shell block).
+        training_facts: rows of a training table (steps, global batch size, processes, final loss, ...).
         metrics: measured figures, e.g. ``{"bits_per_dim": 3.4, "fid": 12.1}``.
         license: SPDX id for the metadata.
         description: a free-text paragraph under the title.
+        load_from: what the usage snippet passes to ``from_pretrained`` (default: ``repo_id``).
 
     Returns:
         A ``huggingface_hub.ModelCard`` (``str(card)`` is the README.md text).
@@ -102,26 +235,23 @@ def make_model_card(
     from huggingface_hub import ModelCard, ModelCardData
 
     kind = _kind(obj)
-    if not isinstance(repo_id, str) or repo_id.count("/") != 1:
-        raise ValueError(f"repo_id must be 'user/name', got {repo_id!r}")
+    if repo_id is not None or load_from is None:
+        _check_repo_id(repo_id)
+    load_from = load_from or repo_id
     scheduler = obj.scheduler if kind == "pipeline" else scheduler
-    sampler, steps = _sampler(scheduler, num_inference_steps)
-    conditioning = {"ScoreSDEClassConditionalPipeline": "class labels (classifier guidance)",
-                    "ScoreSDEInpaintPipeline": "inpainting (replacement method)",
-                    "ScoreSDEColorizationPipeline": "colorization (replacement in the gray/chroma basis)"}
-    cond = "noise-conditional classifier p_t(y | x_t) for guidance" if kind == "classifier" else (
-        conditioning.get(type(obj).__name__, "unconditional"))
+    conditioning = conditioning_kind(obj)
+    recommended = recommended_sampling(scheduler, conditioning, num_inference_steps)
     tags = ["scorekit", "diffusers", "score-sde", f"scorekit-{kind}"]
     data = ModelCardData(license=license, library_name="scorekit", tags=tags, metrics=sorted(metrics or {}) or None,
                          datasets=[training_data] if training_data and _is_hub_id(training_data) else None,
                          pipeline_tag="unconditional-image-generation" if kind != "classifier" else None)
-    lines = [f"# {repo_id.split('/')[1]}", "", description or f"A score-based SDE {kind} trained with scorekit "
-             "(Song et al., *Score-Based Generative Modeling through SDEs*, ICLR 2021).", "", "## Model", "",
-             f"- class: `{type(obj).__name__}`", *_sde_lines(scheduler), f"- conditioning: {cond}",
-             f"- default sampler: `{sampler}` with {steps} steps{_settings(scheduler)}", "", "## Usage", "",
-             "```python", _usage(kind, obj, repo_id, sampler, steps).rstrip(), "```", "", "## Training", "",
-             f"- data: {training_data or 'not recorded'}",
-             f"- command: `{training_command}`" if training_command else "- command: not recorded", ""]
+    title = repo_id.split("/")[1] if repo_id else os.path.basename(os.path.normpath(load_from))
+    lines = [f"# {title}", "", description or f"A score-based SDE {kind} trained with scorekit (Song et al., "
+             "*Score-Based Generative Modeling through SDEs*, ICLR 2021).", "", "## Model", "",
+             f"- class: `{type(obj).__name__}`", *_sde_lines(scheduler), _conditioning_line(obj, conditioning),
+             *(_sampling_lines(scheduler, recommended) if kind != "classifier" else []), "", "## Usage", "",
+             "```python", _usage(kind, obj, load_from, recommended).rstrip(), "```", "",
+             *_training_lines(training_data, training_command, training_facts)]
     if metrics:
         lines += ["## Metrics", "", "| metric | value |", "|---|---|",
                   *[f"| {k} | {v:.4g} |" for k, v in sorted(metrics.items())], ""]
@@ -160,6 +290,9 @@ def push_to_hub(
 
     Returns:
         The ``huggingface_hub.CommitInfo`` of the upload.
+
+    Raises:
+        HubError: the Hub is unreachable or refuses the token, the repository or the commit.
     """
     from huggingface_hub import HfApi
 
@@ -168,6 +301,7 @@ def push_to_hub(
     with tempfile.TemporaryDirectory() as folder:
         obj.save_pretrained(folder, safe_serialization=True)
         card.save(os.path.join(folder, "README.md"))
-        api.create_repo(repo_id, private=private, exist_ok=True)
-        return api.upload_folder(repo_id=repo_id, folder_path=folder, commit_message=commit_message,
-                                 revision=revision, create_pr=create_pr)
+        with hub_errors(f"pushing {type(obj).__name__} to {repo_id}", api.endpoint):
+            api.create_repo(repo_id, private=private, exist_ok=True)
+            return api.upload_folder(repo_id=repo_id, folder_path=folder, commit_message=commit_message,
+                                     revision=revision, create_pr=create_pr)

@@ -6,6 +6,9 @@ It keeps model repos in memory as a list of commits (each a full ``{path: bytes}
 ``/api/models/{repo}/preupload/{rev}`` (every file "regular", so contents travel base64 in the commit) and
 ``/api/models/{repo}/commit/{rev}`` (NDJSON).
 Every request is logged (method, path, Authorization header) so tests can check exactly what went over the wire.
+With ``tokens=`` it answers 401 to any request whose bearer token is not one of them (``/api/whoami-v2`` reports the
+user), and with ``refuse_commits=True`` it answers 403 to every commit; ``point_hub_at`` aims ``huggingface_hub`` at
+an endpoint (this stand-in, or one where nothing listens).
 """
 
 from __future__ import annotations
@@ -21,7 +24,9 @@ from urllib.parse import unquote, urlsplit
 class LocalHub:
     """In-memory repos served on ``http://127.0.0.1:<port>``; use as a context manager."""
 
-    def __init__(self):
+    def __init__(self, tokens: set[str] | None = None, refuse_commits: bool = False):
+        self.tokens, self.refuse_commits = tokens, refuse_commits
+        self.created: dict[str, dict] = {}  # repo -> the JSON payload that created it (private, type, ...)
         self.repos: dict[str, list[tuple[str, dict[str, bytes]]]] = {}  # repo -> [(sha, files)], oldest first
         self.requests: list[tuple[str, str, str | None]] = []
         self.commits: list[tuple[str, list[str]]] = []  # (repo, paths added) per commit
@@ -79,10 +84,21 @@ def _handler_for(hub: LocalHub):
         def _json(self, code: int, obj, head: bool = False):
             self._send(code, json.dumps(obj).encode(), {"Content-Type": "application/json"}, head)
 
+        def _refused(self, head: bool = False) -> bool:
+            auth = self.headers.get("Authorization") or ""
+            if hub.tokens is None or auth.removeprefix("Bearer ") in hub.tokens:
+                return False
+            self._json(401, {"error": "Invalid credentials in Authorization header"}, head)
+            return True
+
         def _route(self, head: bool = False):
             path = unquote(urlsplit(self.path).path)
             hub.requests.append((self.command, path, self.headers.get("Authorization")))
+            if self._refused(head):
+                return
             parts = path.strip("/").split("/")
+            if path == "/api/whoami-v2":
+                return self._json(200, {"type": "user", "name": "alice", "orgs": []}, head)
             if parts[:2] == ["api", "models"]:
                 return self._repo_info(parts[2:], head)
             if len(parts) >= 5 and parts[2] == "resolve":
@@ -129,6 +145,8 @@ def _handler_for(hub: LocalHub):
             hub.requests.append(("POST", path, self.headers.get("Authorization")))
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
             parts = path.strip("/").split("/")
+            if self._refused():
+                return
             if path == "/api/repos/create":
                 payload = json.loads(body)
                 repo = f"{payload['organization']}/{payload['name']}"
@@ -136,6 +154,7 @@ def _handler_for(hub: LocalHub):
                     return self._json(409, {"error": "You already created this model repo",
                                             "url": f"{hub.endpoint}/{repo}"})
                 hub.repos[repo] = []
+                hub.created[repo] = payload
                 return self._json(200, {"url": f"{hub.endpoint}/{repo}"})
             if path == "/api/validate-yaml":
                 return self._json(200, {"errors": [], "warnings": []})
@@ -145,6 +164,8 @@ def _handler_for(hub: LocalHub):
                                                   for f in files]})
             if parts[:2] == ["api", "models"] and parts[4] == "commit":
                 repo = "/".join(parts[2:4])
+                if hub.refuse_commits:
+                    return self._json(403, {"error": "You don't have the rights to commit to this repo"})
                 added = {}
                 for line in body.splitlines():
                     item = json.loads(line)
@@ -155,3 +176,29 @@ def _handler_for(hub: LocalHub):
             self._json(404, {"error": f"no route {path}"})
 
     return Handler
+
+
+def point_hub_at(monkeypatch, endpoint: str, cache: str) -> None:
+    """Aim ``huggingface_hub`` (module constants, its default ``HfApi``, ``HF_ENDPOINT`` for subprocesses) at
+    ``endpoint``, with a private cache and online mode."""
+    from huggingface_hub import constants, hf_api
+
+    monkeypatch.setattr(hf_api.api, "endpoint", endpoint)  # the module-level HfApi behind model_info(...)
+    monkeypatch.setattr(constants, "HF_URL_HOSTS", constants.HF_URL_HOSTS | {"127.0.0.1"})
+    monkeypatch.setenv("HF_ENDPOINT", endpoint)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(constants, "ENDPOINT", endpoint)
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE",
+                        endpoint + "/{repo_id}/resolve/{revision}/{filename}")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", cache)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+
+
+def unreachable_endpoint() -> str:
+    """A URL on 127.0.0.1 where nothing listens (a port just bound and released)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{sock.getsockname()[1]}"

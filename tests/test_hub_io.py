@@ -18,7 +18,7 @@ from diffusers import (
     UNet2DModel,
 )
 from hub_layouts import make_ddpm_cifar10_folder, make_ncsnpp_celebahq_folder, tiny_ddpm_unet, tiny_ncsnpp_unet
-from local_hub import LocalHub
+from local_hub import LocalHub, point_hub_at
 
 import scorekit
 from scorekit.hub import make_model_card, push_to_hub
@@ -64,18 +64,8 @@ def _tiny_classifier():
 @pytest.fixture
 def hub(monkeypatch, tmp_path):
     """The local Hub, with huggingface_hub pointed at it and a private cache."""
-    from huggingface_hub import constants, hf_api
-
     with LocalHub() as server:
-        monkeypatch.setattr(hf_api.api, "endpoint", server.endpoint)  # the module-level HfApi behind model_info(...)
-        monkeypatch.setattr(constants, "HF_URL_HOSTS", constants.HF_URL_HOSTS | {"127.0.0.1"})
-        monkeypatch.setenv("HF_ENDPOINT", server.endpoint)
-        monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-        monkeypatch.setattr(constants, "ENDPOINT", server.endpoint)
-        monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE",
-                            server.endpoint + "/{repo_id}/resolve/{revision}/{filename}")
-        monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub-cache"))
-        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+        point_hub_at(monkeypatch, server.endpoint, str(tmp_path / "hub-cache"))
         yield server
 
 
@@ -177,13 +167,39 @@ def test_push_pipeline_uploads_exactly_the_stock_layout_and_card(hub, tmp_path):
     assert type(generic) is ScoreSDEPipeline
     torch.testing.assert_close(_draw(generic), want)
     card = hub.snapshot("alice/tiny-vp")[1]["README.md"].decode()
-    for fact in ("VPSDE(beta_min=0.1, beta_max=20.0", "`epsilon`", "`[-1.0, 1.0]`", "unconditional", "`pc` with 3",
-                 "sklearn digits", "scorekit train --sde vp", "| bits_per_dim | 3.21 |", "library_name: scorekit"):
+    for fact in ("VPSDE(beta_min=0.1, beta_max=20.0", "`epsilon`", "`[-1.0, 1.0]`",
+                 "conditioning: none (unconditional)", "scheduler's own sampler: `pc`",
+                 'sampler="dpmsolver++", num_inference_steps=3', "sklearn digits",
+                 "scorekit train --sde vp", "| bits_per_dim | 3.21 |", "library_name: scorekit"):
         assert fact in card
     snippet = re.search(r"```python\n(.*?)```", card, re.S).group(1)
     scope = {}
     exec(snippet, scope)  # the usage snippet runs against the (local) Hub
     assert len(scope["images"]) == 2
+
+
+def test_card_states_the_conditioning_kind_and_the_measured_recipe():
+    torch.manual_seed(0)
+    config = {k: v for k, v in tiny_ddpm_unet().config.items() if not k.startswith("_")}
+    labelled = UNet2DModel(**{**config, "num_class_embeds": 5})
+    cfg = ScoreSDEClassConditionalPipeline(unet=labelled, scheduler=ScoreSDEPCScheduler())
+    guided = ScoreSDEClassConditionalPipeline(unet=tiny_ddpm_unet(), scheduler=ScoreSDEPCScheduler(),
+                                              classifier=_tiny_classifier())
+    both = ScoreSDEClassConditionalPipeline(unet=labelled, scheduler=ScoreSDEPCScheduler(),
+                                            classifier=_tiny_classifier())
+    recipe = 'sampler="dpmsolver++", num_inference_steps=19'
+    cards = {name: str(make_model_card(pipe, "a/b")) for name, pipe in
+             (("cfg", cfg), ("guided", guided), ("both", both), ("none", _vp_pipe()))}
+    cfg, guided, both = cards["cfg"], cards["guided"], cards["both"]
+    assert "conditioning: classifier-free guidance" in cfg and f"{recipe}, guidance_scale=1.5" in cfg
+    assert "classifier_scale" not in cfg
+    assert "conditioning: classifier guidance" in guided and f"{recipe}, guidance_scale=6.0" in guided
+    assert "classifier-free" not in guided
+    assert "conditioning: classifier-free guidance" in both and "`classifier_scale`, e.g. 6.0" in both
+    assert "conditioning: none (unconditional)" in cards["none"] and "guidance_scale" not in cards["none"]
+    assert all("20 NFE" in card and "num_inference_steps=1000" not in card for card in cards.values())
+    ode = _vp_pipe(ScoreSDEODEScheduler(solver="sde-dpmsolver++"))  # a scheduler set to a few-step solver: its own
+    assert 'sampler="sde-dpmsolver++", num_inference_steps=19' in str(make_model_card(ode, "a/b"))
 
 
 def test_push_classifier_and_bare_model(hub):

@@ -31,6 +31,22 @@ def test_short_names_resolve_offline_to_verified_folders(name):
     assert size < 8e6, f"{name} is {size / 1e6:.1f} MB; shipped folders stay a few MB"
 
 
+CITED_FILE = re.compile(r"[\w./-]+\.(?:py|md|json|toml|txt|yaml|cfg)\b|\b[A-Z][A-Z0-9]*(?:-[A-Z0-9]+)*-NOTES\b")
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED_MODELS))
+def test_shipped_cards_cite_only_files_in_the_repository(name):
+    """A card travels with the package and to the Hub: every file it points to (a path, or a notes document named
+    without its extension) must be part of the repository."""
+    card = (Path(shipped_model_path(name)) / "README.md").read_text()
+    ours = {p.relative_to(ROOT) for p in ROOT.rglob("*") if p.is_file() and ".venv" not in p.parts}
+    names = {p.name for p in ours} | {p.stem for p in ours}
+    cited = set(CITED_FILE.findall(card))
+    assert cited, "the test looks for nothing: check CITED_FILE"
+    outside = [c for c in cited if not ((ROOT / c).is_file() or ("/" not in c and c in names))]
+    assert not outside, f"{name}'s card cites what the repository does not hold: {outside}"
+
+
 def test_digits_model_is_cfg_capable_with_classifier_and_samples():
     pipe = ScoreSDEClassConditionalPipeline.from_pretrained("scorekit/digits")
     assert pipe.conditioning == "classifier-free" and pipe.classifier is not None

@@ -38,6 +38,9 @@ def test_classifier_output_guides_the_pipeline(guided):
     images = pipe(class_labels=[3, 7], guidance_scale=2.0, num_inference_steps=2, sampler="ddim", output_type="pt",
                   generator=torch.Generator().manual_seed(0)).images
     assert images.shape == (2, 1, 8, 8) and torch.isfinite(images).all()
+    card = open(os.path.join(out, "README.md")).read()
+    assert "conditioning: classifier guidance" in card and "guidance_scale=6.0" in card
+    assert "accelerate launch training/train_classifier.py" in card and "| accuracy, t in [0.0, 0.1) |" in card
     record = json.load(open(os.path.join(out, "classifier", train_classifier.SDE_RECORD)))
     assert record["sde"]["type"] == "vp" and record["data_range"] == [-1.0, 1.0]
 

@@ -83,32 +83,6 @@ def test_bad_input_fails_before_training(tmp_path, monkeypatch, case, flag):
         train_score.main(_bad(tmp_path, case))
 
 
-def test_push_to_hub_uploads_the_pipeline_folder(tmp_path, monkeypatch):
-    import huggingface_hub
-
-    calls = {}
-
-    class FakeApi:
-        def __init__(self, token=None):
-            calls["token"] = token
-
-        def create_repo(self, repo_id, exist_ok=False):
-            calls["repo"] = repo_id
-            return huggingface_hub.RepoUrl(f"https://huggingface.co/{repo_id}")
-
-        def upload_folder(self, repo_id, folder_path, commit_message, ignore_patterns):
-            calls["files"] = sorted(os.listdir(folder_path))
-            calls["ignore"] = ignore_patterns
-
-    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
-    out = str(tmp_path / "out")
-    train_score.main([*TINY, "--output_dir", out, "--max_train_steps", "1", "--push_to_hub", "--hub_model_id",
-                      "someone/digits", "--hub_token", "secret"])
-    assert calls["repo"] == "someone/digits" and calls["token"] == "secret"
-    assert {"model_index.json", "unet", "scheduler", "README.md"} <= set(calls["files"])
-    assert "checkpoint-*" in calls["ignore"]
-
-
 def test_scorekit_train_cli(tmp_path, capsys):
     from scorekit.cli import main
 

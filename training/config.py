@@ -7,6 +7,7 @@ is accepted.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 
@@ -20,6 +21,7 @@ DATASETS = ("digits", "photos")
 LOSSES = ("dsm", "ddpm", "smld")
 LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup")
 MIXED_PRECISION = ("no", "fp16", "bf16")
+LOGGERS = ("auto", "tensorboard", "wandb", "none")
 
 # Named UNet2DModel presets: (block_out_channels, down blocks, layers_per_block, norm_num_groups)
 PRESETS = {
@@ -34,6 +36,8 @@ def add_common_flags(p: argparse.ArgumentParser) -> None:
     d = p.add_argument_group("data")
     d.add_argument("--dataset", choices=DATASETS, default=None, help="a bundled offline set (digits: sklearn 8x8)")
     d.add_argument("--dataset_name", default=None, help="a 🤗 datasets id, or a folder written by save_to_disk")
+    d.add_argument("--dataset_config_name", default=None,
+                   help="configuration of --dataset_name (datasets.load_dataset's second argument)")
     d.add_argument("--train_data_dir", default=None, help="image folder (one subfolder per class, or flat)")
     d.add_argument("--image_column", default="image", help="image column of --dataset_name")
     d.add_argument("--label_column", default=None, help="class column of --dataset_name")
@@ -48,6 +52,9 @@ def add_common_flags(p: argparse.ArgumentParser) -> None:
     o = p.add_argument_group("optimisation")
     o.add_argument("--output_dir", required=True,
                    help="run folder: the final pipeline, checkpoint-N/ folders, logs, sample grids, model card")
+    o.add_argument("--overwrite_output_dir", action="store_true",
+                   help="delete the checkpoints (and model card) another run left in --output_dir before training; "
+                        "without it a fresh run refuses such a folder")
     o.add_argument("--seed", type=int, default=0, help="seed of weights, data order, noise and t draws")
     o.add_argument("--train_batch_size", type=int, default=64, help="images per process per step")
     o.add_argument("--num_epochs", type=int, default=100, help="passes over the data (unless --max_train_steps)")
@@ -72,8 +79,8 @@ def add_common_flags(p: argparse.ArgumentParser) -> None:
     c.add_argument("--checkpoints_total_limit", type=int, default=None,
                    help="keep only the newest N checkpoints (default: keep all)")
     c.add_argument("--resume_from_checkpoint", default=None, help='"latest" or a checkpoint folder')
-    c.add_argument("--logger", choices=("auto", "tensorboard", "none"), default="auto",
-                   help="auto: tensorboard when installed")
+    c.add_argument("--logger", choices=LOGGERS, default="auto",
+                   help="accelerate tracker; auto: tensorboard when installed (wandb must be installed to be chosen)")
     c.add_argument("--logging_dir", default="logs", help="tensorboard folder, inside --output_dir")
     c.add_argument("--no_progress", action="store_true", help="no tqdm bar")
     c.add_argument("--trace_data", action="store_true",
@@ -81,7 +88,9 @@ def add_common_flags(p: argparse.ArgumentParser) -> None:
     c.add_argument("--push_to_hub", action="store_true",
                    help="upload the final pipeline and model card to --hub_model_id")
     c.add_argument("--hub_model_id", default=None, help="Hub repository, e.g. user/scorekit-digits")
-    c.add_argument("--hub_token", default=None, help="Hub token (default: the one huggingface_hub has stored)")
+    c.add_argument("--hub_token", default=None,
+                   help="Hub token (default: the one huggingface_hub has stored); never written into the model card")
+    c.add_argument("--hub_private_repo", action="store_true", help="create the --hub_model_id repository private")
 
 
 DESCRIPTION = "Train a score network (UNet2DModel) on a score SDE with accelerate."
@@ -113,7 +122,7 @@ def add_score_flags(p: argparse.ArgumentParser) -> None:
     m.add_argument("--reduce", choices=("mean", "sum"), default="mean",
                    help="loss over the pixels of an image: mean or sum")
     m.add_argument("--train_eps", type=float, default=1e-5, help="t ~ U(train_eps, 1)")
-    m.add_argument("--num_train_timesteps", type=int, default=1000,
+    m.add_argument("--num_train_timesteps", "--ddpm_num_steps", type=int, default=1000,
                    help="N of the discrete losses and of the time label t * (N - 1)")
     m.add_argument("--beta_min", type=float, default=0.1, help="VP / sub-VP beta(0)")
     m.add_argument("--beta_max", type=float, default=20.0, help="VP / sub-VP beta(1)")
@@ -127,14 +136,27 @@ def add_score_flags(p: argparse.ArgumentParser) -> None:
                         "epsilon model's samples in range; training is unchanged")
     e = p.add_argument_group("EMA and samples")
     e.add_argument("--use_ema", action="store_true", help="keep an EMA of the weights; it is what gets saved")
-    e.add_argument("--ema_max_decay", type=float, default=0.9999, help="EMA decay (its cap with --ema_warmup)")
-    e.add_argument("--ema_inv_gamma", type=float, default=1.0, help="EMA warm-up inv_gamma")
+    e.add_argument("--ema_max_decay", type=float, default=0.9999, help="EMA decay: the cap of its warm-up")
+    e.add_argument("--ema_inv_gamma", type=float, default=1.0,
+                   help="EMA warm-up: decay at update n is 1 - (1 + n / inv_gamma) ** -power (diffusers' EMAModel)")
     e.add_argument("--ema_power", type=float, default=3 / 4, help="EMA warm-up power")
-    e.add_argument("--ema_warmup", action="store_true", help="diffusers' EMA warm-up (inv_gamma, power)")
+    w = e.add_mutually_exclusive_group()
+    w.add_argument("--ema_warmup", dest="ema_warmup", action="store_true", default=True,
+                   help="warm the EMA up with --ema_inv_gamma / --ema_power, as diffusers' train_unconditional.py "
+                        "always does (the default)")
+    w.add_argument("--no_ema_warmup", dest="ema_warmup", action="store_false",
+                   help="EMAModel's other ramp instead, decay (1 + n) / (10 + n) capped at --ema_max_decay (how the "
+                        "shipped models were trained)")
     e.add_argument("--save_images_steps", type=int, default=None, help="sample a PNG grid every N steps")
+    e.add_argument("--save_images_epochs", type=int, default=None,
+                   help="sample a PNG grid after epochs 0, N, 2N, ... and the last (diffusers' meaning)")
+    e.add_argument("--save_model_epochs", type=int, default=None,
+                   help="save the pipeline (EMA weights) into --output_dir after epochs 0, N, 2N, ... and the last "
+                        "(diffusers' meaning); the Hub receives the final pipeline only")
     e.add_argument("--eval_batch_size", type=int, default=16, help="images in each sample grid")
     e.add_argument("--eval_sampler", choices=("pc", "ode", "ddim"), default="ddim", help="sampler of the grids")
-    e.add_argument("--eval_steps", type=int, default=50, help="sampler steps of the grids")
+    e.add_argument("--eval_steps", "--ddpm_num_inference_steps", type=int, default=50,
+                   help="sampler steps of the grids")
 
 
 def _check_positive_int(flag: str, value, allow_zero: bool = False) -> None:
@@ -158,8 +180,22 @@ def validate_common(args: argparse.Namespace) -> None:
     if args.resume_from_checkpoint not in (None, "latest") and not os.path.isdir(args.resume_from_checkpoint):
         raise ValueError(f"--resume_from_checkpoint={args.resume_from_checkpoint!r} is not a checkpoint folder; give "
                          f"'latest' or a path such as {os.path.join(args.output_dir, 'checkpoint-500')}")
+    if args.dataset_config_name is not None and args.dataset_name is None:
+        raise ValueError(f"--dataset_config_name={args.dataset_config_name!r} configures --dataset_name, which is "
+                         f"not given")
+    _check_hub_flags(args)
+    if args.logger in ("wandb", "tensorboard") and importlib.util.find_spec(args.logger) is None:
+        raise ValueError(f"--logger {args.logger} needs the {args.logger} package: pip install {args.logger}, or "
+                         f"pass --logger none")
+
+
+def _check_hub_flags(args: argparse.Namespace) -> None:
     if args.push_to_hub and not args.hub_model_id:
         raise ValueError("--push_to_hub needs --hub_model_id (e.g. user/scorekit-digits)")
+    unused = [f for f, v in (("--hub_model_id", args.hub_model_id), ("--hub_token", args.hub_token),
+                             ("--hub_private_repo", args.hub_private_repo)) if v]
+    if unused and not args.push_to_hub:
+        raise ValueError(f"{', '.join(unused)} only act with --push_to_hub, which is not given")
 
 
 def validate_score_args(args: argparse.Namespace) -> None:
@@ -183,6 +219,8 @@ def validate_score_args(args: argparse.Namespace) -> None:
     if not 0 < args.train_eps < 1:
         raise ValueError(f"--train_eps must be in (0, 1), got {args.train_eps}")
     _check_positive_int("--num_class_embeds", args.num_class_embeds)
+    for flag in ("save_images_steps", "save_images_epochs", "save_model_epochs", "eval_batch_size", "eval_steps"):
+        _check_positive_int(f"--{flag}", getattr(args, flag))
     if not 0 <= args.class_drop_prob < 1:
         raise ValueError(f"--class_drop_prob must be in [0, 1), got {args.class_drop_prob}")
     if args.model_config_name_or_path and not os.path.isfile(_config_file(args.model_config_name_or_path)):

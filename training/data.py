@@ -14,6 +14,7 @@ trainer maps images to the model's data range. The bundled sets have **fixed, do
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 
@@ -107,14 +108,34 @@ def load_photo_patches(
     return torch.cat(patches)
 
 
-class TensorImageDataset(Dataset):
+class SeededDraws:
+    """Random augmentations that do not depend on how the data was reached: item ``i`` of epoch ``e`` draws from
+    torch's RNG seeded by ``(seed, e, i)``, whatever was loaded before, prefetched, skipped on resume or handled by
+    another worker (the global RNG is left as it was). The trainer's loader calls ``set_epoch`` each epoch."""
+
+    seed: int = 0
+    epoch: int = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    @contextlib.contextmanager
+    def seeded(self, i: int):
+        """Context in which torch's global RNG is seeded for item ``i`` of this epoch (restored afterwards)."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed((self.seed * 1_000_003 + self.epoch) * 1_000_033 + int(i))
+            yield
+
+
+class TensorImageDataset(SeededDraws, Dataset):
     """Images ``(N, C, H, W)`` in [0, 1] with optional labels; ``random_flip`` mirrors with probability 1/2.
 
-    The flip draws from torch's global RNG, which accelerate saves and restores with a checkpoint.
+    The flip draws from a generator seeded by ``(seed, epoch, index)`` (:class:`SeededDraws`).
     """
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor | None = None, random_flip: bool = False):
-        self.images, self.random_flip = images, random_flip
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor | None = None, random_flip: bool = False,
+                 seed: int = 0):
+        self.images, self.random_flip, self.seed = images, random_flip, seed
         self.labels = torch.full((len(images),), -1, dtype=torch.long) if labels is None else labels.long()
 
     def __len__(self) -> int:
@@ -122,23 +143,27 @@ class TensorImageDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         x = self.images[i]
-        if self.random_flip and torch.rand(()) < 0.5:
-            x = x.flip(-1)
+        if self.random_flip:
+            with self.seeded(i):
+                x = x.flip(-1) if torch.rand(()) < 0.5 else x
         return {"images": x, "labels": self.labels[i]}
 
 
-class TransformedDataset(Dataset):
-    """Wrap a sequence of ``(PIL image, label)`` getters with a torchvision transform to ``(C, R, R)`` in [0, 1]."""
+class TransformedDataset(SeededDraws, Dataset):
+    """Wrap a sequence of ``(PIL image, label)`` getters with a torchvision transform to ``(C, R, R)`` in [0, 1]; the
+    transform's random crops and flips draw from a generator seeded by ``(seed, epoch, index)``."""
 
-    def __init__(self, getitem: Callable[[int], tuple], length: int, transform: Callable):
-        self.getitem, self.length, self.transform = getitem, length, transform
+    def __init__(self, getitem: Callable[[int], tuple], length: int, transform: Callable, seed: int = 0):
+        self.getitem, self.length, self.transform, self.seed = getitem, length, transform, seed
 
     def __len__(self) -> int:
         return self.length
 
     def __getitem__(self, i: int) -> dict:
         image, label = self.getitem(i)
-        return {"images": self.transform(image), "labels": torch.tensor(-1 if label is None else label)}
+        with self.seeded(i):
+            x = self.transform(image)
+        return {"images": x, "labels": torch.tensor(-1 if label is None else label)}
 
 
 def image_transform(resolution: int | None, channels: int, center_crop: bool, random_flip: bool) -> Callable:
@@ -189,7 +214,8 @@ def check_sizes(sizes: list[tuple[int, int]], resolution: int | None, flag: str)
                          f"resize and crop them to one size")
 
 
-def folder_dataset(root: str, resolution: int | None, channels: int, center_crop: bool, random_flip: bool):
+def folder_dataset(root: str, resolution: int | None, channels: int, center_crop: bool, random_flip: bool,
+                   seed: int = 0):
     """An image-folder dataset (see :func:`scan_image_folder`); returns ``(dataset, num_classes or None, size)``."""
     paths, labels, classes = scan_image_folder(root)
     sizes = []
@@ -207,18 +233,25 @@ def folder_dataset(root: str, resolution: int | None, channels: int, center_crop
             return im.copy(), None if labels is None else labels[i]
 
     size = resolution or min(sizes[0])
-    return TransformedDataset(getitem, len(paths), transform), (len(classes) if labels else None), size
+    return TransformedDataset(getitem, len(paths), transform, seed), (len(classes) if labels else None), size
 
 
 def hub_dataset(name: str, image_column: str, label_column: str | None, resolution: int | None, channels: int,
-                center_crop: bool, random_flip: bool, cache_dir: str | None = None):
-    """A 🤗 datasets dataset (Hub id, or a folder written by ``Dataset.save_to_disk``); same return as folders."""
+                center_crop: bool, random_flip: bool, cache_dir: str | None = None, config_name: str | None = None,
+                seed: int = 0):
+    """A 🤗 datasets dataset (Hub id, or a folder written by ``Dataset.save_to_disk``); same return as folders.
+
+    ``config_name`` is the dataset's configuration (``--dataset_config_name``), as in ``datasets.load_dataset``.
+    """
     import datasets
 
     if os.path.isdir(name) and os.path.isfile(os.path.join(name, "dataset_info.json")):
+        if config_name is not None:
+            raise ValueError(f"--dataset_config_name={config_name!r}: {name!r} is a folder written by save_to_disk, "
+                             f"which holds one configuration; drop --dataset_config_name")
         ds = datasets.load_from_disk(name)
     else:
-        ds = datasets.load_dataset(name, split="train", cache_dir=cache_dir)
+        ds = datasets.load_dataset(name, config_name, split="train", cache_dir=cache_dir)
     if isinstance(ds, datasets.DatasetDict):
         ds = ds["train"]
     for flag, col in (("--image_column", image_column), ("--label_column", label_column)):
@@ -238,8 +271,8 @@ def hub_dataset(name: str, image_column: str, label_column: str | None, resoluti
         return row[image_column], None if label_column is None else int(row[label_column])
 
     size = resolution or min(ds[0][image_column].size)
-    return TransformedDataset(getitem, len(ds), image_transform(resolution, channels, center_crop, random_flip)), \
-        num_classes, size
+    transform = image_transform(resolution, channels, center_crop, random_flip)
+    return TransformedDataset(getitem, len(ds), transform, seed), num_classes, size
 
 
 def dataset_from_args(args) -> tuple[Dataset, int | None, int, int]:
@@ -258,10 +291,11 @@ def dataset_from_args(args) -> tuple[Dataset, int | None, int, int]:
         dataset, num_classes, size = TensorImageDataset(images), None, images.shape[-1]
     elif args.train_data_dir:
         dataset, num_classes, size = folder_dataset(args.train_data_dir, args.resolution, channels, args.center_crop,
-                                                    False)
+                                                    False, args.seed)
     else:
         dataset, num_classes, size = hub_dataset(args.dataset_name, args.image_column, args.label_column,
-                                                 args.resolution, channels, args.center_crop, False, args.cache_dir)
+                                                 args.resolution, channels, args.center_crop, False, args.cache_dir,
+                                                 args.dataset_config_name, args.seed)
     check_labels(getattr(args, "num_class_embeds", None), num_classes)
     return dataset, num_classes, channels, size
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import shlex
-import sys
+from collections.abc import Callable
 
 import torch
 
@@ -37,54 +38,92 @@ def sample_grid(pipe: ScoreSDEPipeline, path: str, num_images: int, sampler: str
     save_image(images.float(), path, nrow=num_classes or int(num_images**0.5))
 
 
-def model_card(kind: str, command: str, facts: dict) -> str:
-    """README.md text of a trained model: what it is, how it was trained and how to load it (one function, so a
-    shared Hub card helper can replace it)."""
-    rows = "\n".join(f"| {k} | {v} |" for k, v in facts.items())
-    loader = "ScoreSDEClassConditionalPipeline" if kind != "unconditional" else "ScoreSDEPipeline"
-    usage = ("pipe(class_labels=[0, 1, 2], guidance_scale=1.0, num_inference_steps=50, sampler=\"ddim\")"
-             if kind != "unconditional" else "pipe(batch_size=4, num_inference_steps=50, sampler=\"ddim\")")
-    return f"""---
-library_name: diffusers
-tags: [scorekit, score-sde, diffusion]
----
+def write_card(pipe, folder: str, repo_id: str | None, **card_kwargs) -> str:
+    """Write the model card (:func:`scorekit.hub.make_model_card`) as ``folder/README.md``, atomically: the card is
+    written last, so its presence marks a completed export."""
+    from scorekit.hub import make_model_card
 
-# scorekit score model ({kind})
-
-Trained with scorekit's accelerate trainer (`training/train_score.py`).
-
-| fact | value |
-|---|---|
-{rows}
-
-## Command
-
-```bash
-{command}
-```
-
-## Use
-
-```python
-from scorekit import {loader}
-pipe = {loader}.from_pretrained("path/to/this/folder")
-images = {usage}.images
-```
-"""
+    card = make_model_card(pipe, repo_id, load_from=None if repo_id else folder, **card_kwargs)
+    path = os.path.join(folder, "README.md")
+    card.save(path + ".tmp")
+    os.replace(path + ".tmp", path)
+    return path
 
 
-def command_line(argv: list[str] | None = None) -> str:
-    """The training command: ``argv``, or the one that started this process (``accelerate launch`` shows as the
-    script and its flags)."""
-    return " ".join(shlex.quote(a) for a in (argv or ["python", *sys.argv]))
+BUNDLED_DATA = {
+    "digits": "scikit-learn's 8x8 digits, train split (`scorekit.training.data.load_digits_split`)",
+    "photos": "patches of the bundled photos, train photos only (`scorekit.training.data.load_photo_patches`)",
+}
 
 
-def push_folder(folder: str, hub_model_id: str, hub_token: str | None) -> str:
-    """Create (or reuse) the Hub model repo and upload ``folder`` without its checkpoints; returns the repo id."""
+def data_description(args: argparse.Namespace) -> str:
+    """What the run trained on, for the model card."""
+    if args.dataset:
+        return BUNDLED_DATA[args.dataset]
+    if args.dataset_name:
+        config = getattr(args, "dataset_config_name", None)
+        return args.dataset_name + (f" (configuration {config})" if config else "")
+    return f"image folder {args.train_data_dir}"
+
+
+NOT_RECORDED = ("hub_token", "resume_from_checkpoint", "overwrite_output_dir", "no_progress")
+
+
+def training_command(args: argparse.Namespace, add_flags: Callable, entry: str, num_processes: int = 1,
+                     on_cpu: bool = True) -> str:
+    """The command that trains this model: ``entry`` (``"scorekit train"`` or a script path) with every flag whose
+    value differs from its default, launched with accelerate on ``num_processes`` processes.
+
+    ``--hub_token`` is never recorded; resume flags are left out (a resumed run ends with the same bytes as an
+    uninterrupted one).
+    """
+    parser = argparse.ArgumentParser()
+    add_flags(parser)
+    words = []
+    for action in parser._actions:
+        if not action.option_strings or action.dest in NOT_RECORDED or action.default == argparse.SUPPRESS:
+            continue
+        value = getattr(args, action.dest, action.default)
+        if value == action.default:
+            continue
+        if action.nargs == 0:  # store_true / store_false: the flag whose constant is the value
+            words += [action.option_strings[0]] if action.const == value else []
+        else:
+            words += [action.option_strings[0], str(value)]
+    return " ".join(shlex.quote(w) for w in [*_launcher(entry, num_processes, on_cpu), *words])
+
+
+def _launcher(entry: str, num_processes: int, on_cpu: bool) -> list[str]:
+    module = ["-m", *entry.split()] if entry.startswith("scorekit ") else [entry]
+    if num_processes == 1:
+        return entry.split() if entry.startswith("scorekit ") else ["accelerate", "launch", entry]
+    machines = num_processes // int(os.environ.get("LOCAL_WORLD_SIZE", num_processes))
+    env = ["ACCELERATE_USE_CPU=true"] if on_cpu else []
+    nodes = ["--num_machines", str(machines)] if machines > 1 else []
+    return [*env, "accelerate", "launch", "--multi_gpu", "--num_processes", str(num_processes), *nodes, *module]
+
+
+def push_folder(folder: str, repo_id: str, hub_token: str | None) -> str:
+    """Upload the run folder without its checkpoints and logs to ``repo_id`` (created before training); returns it.
+
+    Raises:
+        HubError: the upload failed; the message says where the pipeline is saved and how to push it later.
+    """
     from huggingface_hub import HfApi
 
+    from scorekit.hub import HubError, hub_errors
+
     api = HfApi(token=hub_token)
-    repo_id = api.create_repo(hub_model_id, exist_ok=True).repo_id
-    api.upload_folder(repo_id=repo_id, folder_path=folder, commit_message="scorekit training run",
-                      ignore_patterns=["checkpoint-*", ".tmp-checkpoint-*", "logs/*"])
+    try:
+        with hub_errors(f"uploading {folder} to {repo_id}", api.endpoint):
+            api.upload_folder(repo_id=repo_id, folder_path=folder, commit_message="scorekit training run",
+                              ignore_patterns=list(UPLOAD_IGNORE))
+    except HubError as err:
+        later = " ".join(["hf upload", repo_id, shlex.quote(folder), "."] +
+                         [f"--exclude {shlex.quote(p)}" for p in UPLOAD_IGNORE])
+        raise HubError(f"training finished and the pipeline is saved at {folder}, but the push failed: {err}. Push "
+                       f"it later with: {later}") from err
     return repo_id
+
+
+UPLOAD_IGNORE = ("checkpoint-*", ".tmp-checkpoint-*", "logs/*")

@@ -16,14 +16,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 
 import torch
 
 from scorekit.models.shipped import is_shipped_name, shipped_model_path
+from scorekit.training.checkpoint import FINISHED_MARKER, plan_run
 from scorekit.training.config import add_common_flags, flag_parser, validate_common
 from scorekit.training.data import dataset_from_args, load_digits_split
+from scorekit.training.export import data_description, push_folder, training_command, write_card
 from scorekit.training.loop import fit, make_accelerator, setup_run
 from scorekit.training.losses import classifier_loss
+from scorekit.training.train_score import prepare_hub, script_main, summary_line
 
 SDE_RECORD = "scorekit_sde.json"
 T_BANDS = ((0.0, 0.1), (0.1, 0.3), (0.3, 0.6), (0.6, 1.0))
@@ -139,7 +143,7 @@ def accuracy_by_band(classifier, scheduler, images: torch.Tensor, labels: torch.
 
 
 def train(args: argparse.Namespace) -> dict:
-    """Train as the flags say; returns the fit facts plus ``accuracy`` by band of t."""
+    """Train as the flags say; returns the fit facts plus ``accuracy`` by band of t (prints them, and a summary)."""
     from accelerate.utils import set_seed
 
     validate_common(args)
@@ -149,6 +153,8 @@ def train(args: argparse.Namespace) -> dict:
         args.score_model = shipped_model_path(args.score_model)
     if args.score_model is not None and not os.path.isdir(args.score_model):
         raise ValueError(f"--score_model={args.score_model!r} is not a folder")
+    plan = plan_run(args.output_dir, args.resume_from_checkpoint, args.overwrite_output_dir)
+    repo_id = prepare_hub(args)  # token and repository checked before any data is read
     scheduler = load_scheduler(args)
     dataset, num_classes, channels, resolution = dataset_from_args(args)
     if num_classes is None:
@@ -157,17 +163,27 @@ def train(args: argparse.Namespace) -> dict:
     set_seed(args.seed)
     classifier = build_classifier(args, scheduler, channels, resolution, num_classes)
     accelerator = make_accelerator(args, "train_classifier")
-    run = setup_run(args, accelerator, classifier, dataset)
-    result = fit(run, args, make_loss_fn(scheduler, args.train_eps), desc="train_classifier")
-    if accelerator.is_main_process:
+    run = setup_run(args, accelerator, classifier, dataset, plan,
+                    lambda model, folder: model.save_pretrained(os.path.join(folder, "classifier")), "classifier")
+    if run.finished:
+        result = {"final_loss": run.state.last_loss, "steps": run.state.step, "images_per_second": 0.0}
+    else:
+        result = fit(run, args, make_loss_fn(scheduler, args.train_eps), desc="train_classifier")
+    exported = accelerator.is_main_process and (not run.finished or not os.path.isfile(
+        os.path.join(args.output_dir, FINISHED_MARKER)))
+    if exported:
         model = accelerator.unwrap_model(run.model).eval()
         images, labels = _eval_set(args, dataset)
         result["accuracy"] = accuracy_by_band(model, scheduler, images, labels, args.seed)
         accelerator.log({f"accuracy/{k}": v for k, v in result["accuracy"].items()}, step=result["steps"])
         for band, acc in result["accuracy"].items():
             print(f"accuracy {band:16s} {acc:.3f}")  # the trainer script reports; library code does not print
-        _save(args, model, scheduler)
+        _save(args, model, scheduler, result, accelerator.num_processes)
     accelerator.end_training()
+    if exported and repo_id is not None:
+        push_folder(args.output_dir, repo_id, args.hub_token)
+    if accelerator.is_main_process:
+        print(summary_line(result, run, args.output_dir), flush=True)
     return result
 
 
@@ -179,21 +195,31 @@ def _eval_set(args, dataset) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.stack([it["images"] for it in items]), torch.stack([it["labels"] for it in items])
 
 
-def _save(args, model, scheduler) -> None:
+def _save(args, model, scheduler, result: dict, processes: int) -> None:
     if args.score_model is not None:
         from scorekit.pipelines import ScoreSDEClassConditionalPipeline
 
-        pipe = ScoreSDEClassConditionalPipeline.from_pretrained(args.score_model, classifier=model)
-        pipe.save_pretrained(args.output_dir)
+        saved = ScoreSDEClassConditionalPipeline.from_pretrained(args.score_model, classifier=model)
     else:
-        model.save_pretrained(os.path.join(args.output_dir, "classifier"))
+        saved = model
+    saved.save_pretrained(args.output_dir if args.score_model is not None else
+                          os.path.join(args.output_dir, "classifier"))
     with open(os.path.join(args.output_dir, "classifier", SDE_RECORD), "w") as f:
         json.dump(sde_record(scheduler), f, indent=2)
+    facts = {"optimizer steps": result["steps"], "processes": processes,
+             "global batch size": args.train_batch_size * processes * args.gradient_accumulation_steps,
+             "final training loss": f"{result['final_loss']:.5f}",
+             **{f"accuracy, {band}": f"{acc:.3f}" for band, acc in result["accuracy"].items()}}
+    entry = "scorekit train-classifier" if getattr(args, "entry", None) == "cli" else "training/train_classifier.py"
+    write_card(saved, args.output_dir, args.hub_model_id, scheduler=scheduler,
+               training_data=data_description(args), training_facts=facts,
+               training_command=training_command(args, add_classifier_flags, entry, processes))
 
 
 def main(argv: list[str] | None = None) -> dict:
+    """Train with ``argv`` (default: the command line) as flags."""
     return train(build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(script_main(main, "train_classifier.py"))

@@ -17,10 +17,8 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from scorekit.training.export import command_line
     from scorekit.training.train_score import train
 
-    args.command_line = command_line()
-    result = train(args)
-    print(f"trained {result['steps']} steps, final loss {result['final_loss']:.5f}; pipeline in {args.output_dir}")
+    args.entry = "cli"  # the model card records `scorekit train ...`; train() prints the summary line
+    train(args)
     return 0

@@ -18,6 +18,6 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from scorekit.training.train_classifier import train
 
-    result = train(args)
-    print(f"trained {result['steps']} steps, final loss {result['final_loss']:.5f}; saved under {args.output_dir}")
+    args.entry = "cli"  # the model card records `scorekit train-classifier ...`; train() prints the summary line
+    train(args)
     return 0
