@@ -15,26 +15,7 @@ import torch
 
 from ..sde import SDE
 from .inpaint import Replacement, _as_tensor
-
-# Rows: gray (1, 1, 1)/sqrt(3), then two orthonormal chroma directions (1, -1, 0)/sqrt(2) and (1, 1, -2)/sqrt(6).
-DECOUPLE = torch.tensor(
-    [
-        [1 / math.sqrt(3), 1 / math.sqrt(3), 1 / math.sqrt(3)],
-        [1 / math.sqrt(2), -1 / math.sqrt(2), 0.0],
-        [1 / math.sqrt(6), 1 / math.sqrt(6), -2 / math.sqrt(6)],
-    ],
-    dtype=torch.float64,
-)
-
-
-def rgb_to_gray_chroma(x: torch.Tensor) -> torch.Tensor:
-    """``u = DECOUPLE @ x`` along channel dim 1: ``(B, 3, ...) -> (B, 3, ...)``, ``u[:, 0] = sqrt(3) * mean(RGB)``."""
-    return torch.einsum("ij,bj...->bi...", DECOUPLE.to(dtype=x.dtype, device=x.device), x)
-
-
-def gray_chroma_to_rgb(u: torch.Tensor) -> torch.Tensor:
-    """Inverse of :func:`rgb_to_gray_chroma` (``DECOUPLE`` is orthogonal, so its inverse is its transpose)."""
-    return torch.einsum("ij,bi...->bj...", DECOUPLE.to(dtype=u.dtype, device=u.device), u)
+from .operators import DECOUPLE, gray_chroma_to_rgb, rgb_to_gray_chroma  # noqa: F401  (re-exported)
 
 
 class Colorize(Replacement):
