@@ -21,7 +21,7 @@ from scipy.stats import binom, chi2
 
 import scorekit
 from scorekit.analytic import GaussianMixtureScore, GaussianScore, image_gaussian
-from scorekit.conditioning import DECOUPLE, Replacement, gray_chroma_to_rgb, rgb_to_gray_chroma
+from scorekit.conditioning import DECOUPLE, Mask, Observation, Replacement, gray_chroma_to_rgb, rgb_to_gray_chroma
 
 ALPHA = 1e-3
 F64 = torch.float64
@@ -323,6 +323,6 @@ def test_classifier_guidance_function_rejects_a_classifier_without_t():
 
 
 def test_unbound_condition_explains_itself():
-    cond = Replacement(torch.zeros(1, 2), torch.ones(1, 2, dtype=torch.bool))
+    cond = Replacement(Observation(Mask(torch.ones(2, dtype=torch.bool)), torch.zeros(1, 2)))
     with pytest.raises(RuntimeError, match="bound"):
         cond.project_ode(torch.zeros(1, 2), torch.ones(1))

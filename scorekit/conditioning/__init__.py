@@ -4,11 +4,13 @@ operators of inverse problems (``y = A x + sigma_y e``)."""
 from .base import Compose, Condition
 from .colorize import DECOUPLE, Colorize, gray_chroma_to_rgb, rgb_to_gray_chroma
 from .guidance import ClassifierGuidance, classifier_guidance
-from .inpaint import Inpaint, Replacement
+from .inpaint import Inpaint
+from .inverse import DDRM, InverseProblem
 from .operators import SVD, Blur, Downsample, Gray, LinearOperator, Mask, Matrix, Observation
+from .replacement import Replacement
 
 __all__ = [
     "Condition", "Compose", "Replacement", "Inpaint", "Colorize", "DECOUPLE", "rgb_to_gray_chroma",
     "gray_chroma_to_rgb", "ClassifierGuidance", "classifier_guidance",
-    "LinearOperator", "SVD", "Observation", "Mask", "Gray", "Downsample", "Blur", "Matrix",
+    "InverseProblem", "DDRM", "LinearOperator", "SVD", "Observation", "Mask", "Gray", "Downsample", "Blur", "Matrix",
 ]

@@ -56,6 +56,21 @@ def _pad(c: torch.Tensor, dim: int) -> torch.Tensor:
     return torch.cat([c, c.new_zeros(c.shape[0], dim - c.shape[1])], 1)
 
 
+def binary_mask(name: str, mask) -> torch.Tensor:
+    """A 0/1 (or bool) mask as a bool tensor; anything else is a TypeError / ValueError naming ``name``."""
+    if not isinstance(mask, torch.Tensor):
+        try:
+            mask = torch.as_tensor(mask)
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise TypeError(f"{name} must be a tensor (or array-like), got {type(mask).__name__}") from err
+    if mask.dtype == torch.bool:
+        return mask
+    if mask.is_complex() or not ((mask == 0) | (mask == 1)).all():
+        bad = mask[(mask != 0) & (mask != 1)].reshape(-1)[:3].tolist()
+        raise ValueError(f"{name} must be binary (0/1 or bool), got values such as {bad}")
+    return mask == 1
+
+
 class Mask(LinearOperator):
     """Inpainting: ``y = mask * x`` (``out_shape == in_shape``; unobserved entries of ``y`` are ignored).
 
@@ -66,12 +81,7 @@ class Mask(LinearOperator):
     """
 
     def __init__(self, mask, in_shape: tuple[int, ...] | None = None):
-        mask = torch.as_tensor(mask)
-        if mask.dtype != torch.bool:
-            if mask.is_complex() or not ((mask == 0) | (mask == 1)).all():
-                raise ValueError(f"mask must be binary (0/1 or bool), got values such as "
-                                 f"{mask[(mask != 0) & (mask != 1)].reshape(-1)[:3].tolist()}")
-            mask = mask == 1
+        mask = binary_mask("mask", mask)
         in_shape = _check_shape("in_shape", tuple(mask.shape) if in_shape is None else in_shape)
         super().__init__(in_shape, in_shape)
         batch = None
