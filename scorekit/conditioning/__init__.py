@@ -7,10 +7,12 @@ from .guidance import ClassifierGuidance, classifier_guidance
 from .inpaint import Inpaint
 from .inverse import DDRM, InverseProblem
 from .operators import SVD, Blur, Downsample, Gray, LinearOperator, Mask, Matrix, Observation
+from .posterior_guidance import DPS, PiGDM
 from .replacement import Replacement
 
 __all__ = [
-    "Condition", "Compose", "Replacement", "Inpaint", "Colorize", "DECOUPLE", "rgb_to_gray_chroma",
+    "Condition", "Compose", "Inpaint", "Colorize", "DECOUPLE", "rgb_to_gray_chroma",
     "gray_chroma_to_rgb", "ClassifierGuidance", "classifier_guidance",
-    "InverseProblem", "DDRM", "LinearOperator", "SVD", "Observation", "Mask", "Gray", "Downsample", "Blur", "Matrix",
+    "InverseProblem", "Replacement", "DDRM", "DPS", "PiGDM",
+    "LinearOperator", "SVD", "Observation", "Mask", "Gray", "Downsample", "Blur", "Matrix",
 ]

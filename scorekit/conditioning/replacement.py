@@ -25,6 +25,8 @@ approximation: the unobserved part is scored given a noisy observed path instead
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from ..sde import SDE
@@ -55,6 +57,23 @@ class Replacement(InverseProblem):
         super().bind(sde, x_T, generator)
         self._spec = spectral(self.observation, x_T)
         self._generator, self._z_ode = generator, None
+
+    def wrap_score(self, score_fn: Callable) -> Callable:
+        """Noisy ``y``: add the observed coordinates' likelihood score once the state is less noisy than them."""
+        if self.observation is not None and self.observation.noiseless:
+            return score_fn
+
+        def guided(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            spec = self._spec
+            alpha, std = self._bound_sde().marginal_coef(t)
+            alpha, std = append_dims(alpha, 2), append_dims(std, 2)
+            var = (alpha * spec.sigma) ** 2 - std**2  # alpha ybar ~ N(c(x_t), alpha^2 sigma_i^2 - std^2)
+            late = spec.support & (var > 0)
+            c = spec.svd.V_adjoint(x)
+            grad = torch.where(late, (alpha * spec.ybar - c) / torch.where(late, var, 1), 0)
+            return score_fn(x, t) + spec.svd.V(grad)
+
+        return guided
 
     def project(self, x: torch.Tensor, t: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         """Observed coordinates <- a fresh draw of ``alpha ybar + sqrt(std^2 - alpha^2 sigma_i^2) z``."""
