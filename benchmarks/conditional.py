@@ -19,8 +19,10 @@ through ``y = A x + sigma_y e`` (tests/conftest.py ``inverse_problem``): inpaint
 mean), 2x super-resolution (average pooling) and a seeded 12 x 48 Gaussian projection, noiseless and with
 sigma_y = 0.1. The statistics are computed in the operator's SVD coordinates: the null space when noiseless (the
 observed coordinates are fixed), every coordinate when noisy (d = 24, 32, 36, 36 noiseless; 48 noisy). ``residual``
-is the mean ``|y - A x|`` per sample (0 for a noiseless method that keeps the observation exactly). ``exact`` rows
-are exact posterior draws: the floor.
+is the mean ``|y - A x|`` per sample (0 for a noiseless method that keeps the observation exactly). ``bias2c`` is the
+covariance-corrected estimate of the whitened squared mean bias with its standard error ``se``
+(tests/conftest.py ``mean_bias2``: ``bias2`` also counts a wrong covariance as bias; ``bias2c`` does not).
+``exact`` rows are exact posterior draws: the floor.
 
 Run: ``python benchmarks/conditional.py`` (about 3 min on one CPU core for the first section, about 8 more for
 ``inverse``) or ``--quick`` (about 1 + 3 min).
@@ -45,6 +47,7 @@ from conftest import (  # noqa: E402  (the tests' problems)
     gaussian_fit_statistics,
     image_problem,
     inverse_problem,
+    mean_bias2,
     run_ddrm,
 )
 
@@ -107,15 +110,19 @@ def run(conditioner: str, n: int, quick: bool, seed: int) -> list[dict]:
 
 
 def inverse_configs(quick: bool) -> list[tuple[str, str, dict]]:
-    """(method, settings, sampler kwargs): the samplers each method runs with (papers' step counts where given)."""
-    cfgs = [("replacement", "pc +langevin snr .25, 500 steps", dict(steps=500, snr=0.25)),
-            ("replacement", "pc predictor only, 1000 steps", dict(steps=1000, corrector="none")),
+    """(method, settings, sampler kwargs). The first four are the configurations tests/test_inverse_methods.py bounds
+    (``--quick`` runs only them); the others the papers' step counts and more steps."""
+    cfgs = [("replacement", "pc +langevin snr .25, 200 steps", dict(steps=200, snr=0.25)),
             ("dps", "pc predictor only, 1000 steps", dict(steps=1000, corrector="none")),
-            ("pigdm", "pc predictor only, 500 steps", dict(steps=500, corrector="none")),
-            ("pigdm", "ddim eta=1, 100 steps", dict(sampler="ddim", steps=100, eta=1.0)),
-            ("ddrm", "eta .85, eta_b 1, 20 steps", dict(steps=20)),
-            ("ddrm", "eta .85, eta_b 1, 200 steps", dict(steps=200))]
-    return [c for c in cfgs if not quick or "200 steps" not in c[1] and "ddim" not in c[1]]
+            ("pigdm", "pc predictor only, 200 steps", dict(steps=200, corrector="none")),
+            ("ddrm", "eta .85, eta_b 1, 20 steps", dict(steps=20))]
+    if quick:
+        return cfgs
+    return cfgs + [("replacement", "pc +langevin snr .25, 500 steps", dict(steps=500, snr=0.25)),
+                   ("replacement", "pc predictor only, 1000 steps", dict(steps=1000, corrector="none")),
+                   ("pigdm", "pc predictor only, 500 steps", dict(steps=500, corrector="none")),
+                   ("pigdm", "ddim eta=1, 100 steps", dict(sampler="ddim", steps=100, eta=1.0)),
+                   ("ddrm", "eta .85, eta_b 1, 200 steps", dict(steps=200))]
 
 
 def run_inverse(task: str, sigma_y: float, n: int, quick: bool, seed: int) -> list[dict]:
@@ -124,8 +131,9 @@ def run_inverse(task: str, sigma_y: float, n: int, quick: bool, seed: int) -> li
     z = torch.randn(n, len(problem.mean), generator=torch.Generator().manual_seed(seed + 10_000), dtype=F64)
     exact = problem.mean + z @ torch.linalg.cholesky(problem.cov).T
     head = {"task": task, "sigma_y": sigma_y}
+    b, se = mean_bias2(exact, problem.mean, problem.cov)
     rows = [{**head, "method": "exact", "settings": "exact posterior draws", "nfe": 0, "residual": float("nan"),
-             "seconds": 0.0, **statistics(exact, problem.mean, problem.cov)}]
+             "seconds": 0.0, **statistics(exact, problem.mean, problem.cov), "bias2c": b, "se": se}]
     for method, label, kwargs in inverse_configs(quick):
         start, kwargs = time.perf_counter(), dict(kwargs)
         if method == "ddrm":
@@ -138,9 +146,11 @@ def run_inverse(task: str, sigma_y: float, n: int, quick: bool, seed: int) -> li
                                           **kwargs)
             nfe = info["nfe"]
         residual = obs.residual(x).reshape(n, -1).norm(dim=1).mean().item()
+        coords = problem.spectral(x)
+        b, se = mean_bias2(coords, problem.mean, problem.cov)
         rows.append({**head, "method": method, "settings": label, "nfe": nfe, "residual": residual,
-                     "seconds": time.perf_counter() - start, **statistics(problem.spectral(x), problem.mean,
-                                                                          problem.cov)})
+                     "seconds": time.perf_counter() - start, **statistics(coords, problem.mean, problem.cov),
+                     "bias2c": b, "se": se})
     return rows
 
 
@@ -148,8 +158,7 @@ def print_table(rows: list[dict], first: tuple[str, ...] = ("conditioner", "samp
     cols = [*first, "settings", "nfe", "mean chi2/d", "bias2", "cov LRT/df", "max|dmean|/sd", "var ratio", "seconds"]
     widths = [*widths_first, 30, 5, 11, 7, 10, 13, 9, 7]
     if "residual" in rows[0]:
-        cols.insert(-1, "residual")
-        widths.insert(-1, 8)
+        cols[-1:-1], widths[-1:-1] = ["residual", "bias2c", "se"], [8, 7, 6]
     print(" | ".join(c.ljust(w) for c, w in zip(cols, widths)))
     print("-|-".join("-" * w for w in widths))
     for r in rows:

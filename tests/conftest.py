@@ -240,6 +240,24 @@ def assert_gaussian(xs: torch.Tensor, mean: torch.Tensor, cov: torch.Tensor, wha
     assert t_cov < q_cov, f"{what}: covariance statistic {t_cov:.1f} >= chi2_{d * (d + 1) // 2} quantile {q_cov:.1f}"
 
 
+def mean_bias2(xs: torch.Tensor, mean: torch.Tensor, cov: torch.Tensor) -> tuple[float, float]:
+    """Unbiased estimate of the whitened squared mean bias ``b = |L^{-1}(E x - mean)|^2`` (``cov = L L^T``) of samples
+    ``xs`` ``(n, d)``, whatever their covariance, and its standard error.
+
+    With ``delta = L^{-1}(mean_hat - mean)`` and ``W = L^{-1} C_hat L^{-T}`` (``C_hat`` the sample covariance):
+    ``b_hat = |delta|^2 - tr(W) / n`` and ``se^2 = 2 tr(W^2) / n^2 + 4 delta^T W delta / n`` (the variance of a
+    quadratic form of a Gaussian mean). Exact samples give ``b_hat ~ 0 +- sqrt(2 d) / n``.
+    """
+    n = xs.shape[0]
+    chol = torch.linalg.cholesky(cov)
+    delta = torch.linalg.solve_triangular(chol, (xs.mean(0) - mean)[:, None], upper=False)[:, 0]
+    w = torch.linalg.solve_triangular(chol, torch.linalg.solve_triangular(chol, torch.cov(xs.T), upper=False).T,
+                                      upper=False)
+    b = delta.square().sum() - torch.trace(w) / n
+    se = (2 * (w @ w).trace() / n**2 + 4 * delta @ w @ delta / n).sqrt()
+    return b.item(), se.item()
+
+
 def gaussian_fit_statistics(xs: torch.Tensor, mean: torch.Tensor, cov: torch.Tensor) -> tuple[float, float]:
     """Test statistics of samples ``xs`` ``(n, d)`` against ``N(mean, cov)``.
 
@@ -256,7 +274,7 @@ def gaussian_fit_statistics(xs: torch.Tensor, mean: torch.Tensor, cov: torch.Ten
     return t_mean, rho * (n - 1) * (torch.trace(w) - torch.logdet(w) - d).item()
 
 
-# --- inverse problems (tests/test_inverse_methods.py and benchmarks/conditional.py --section inverse) --------------
+# --- inverse problems (tests/test_inverse_methods.py and benchmarks/conditional.py --sections inverse) ------------
 INVERSE_TASKS = ("inpaint", "colorize", "superres", "projection")
 
 

@@ -6,7 +6,7 @@ backward pass through the network (``info["nfe"]`` counts the forward ones). The
 ``torch.enable_grad()``, so they work inside ``torch.no_grad`` (``scorekit.sample`` and the pipelines run so).
 
 Neither is exact in general (the bias on the Gaussian oracles is measured by ``benchmarks/conditional.py
---section inverse`` and bounded in ``tests/test_inverse_methods.py``); PiGDM is exact for white Gaussian data
+--sections inverse`` and bounded in ``tests/test_inverse_methods.py``); PiGDM is exact for white Gaussian data
 ``N(mu, I)``, where its Gaussian approximation of ``p(x_0 | x_t)`` is the truth.
 """
 
@@ -63,7 +63,9 @@ class DPS(_LikelihoodGuidance):
     It needs no SVD (any operator with ``forward``; no noise model beyond the residual's norm, so ``sigma_y`` is not
     used). The paper's code uses ``scale`` 0.3-1.0 (0.5 for inpainting, 0.3 for super-resolution and Gaussian
     deblurring, FFHQ 256 at sigma_y = 0.05); it is not exact for any prior (its pull does not vanish where
-    ``p(y | x_t)`` is flat), see the module doc for the measured bias.
+    ``p(y | x_t)`` is flat). Measured on the Gaussian image oracles at 1000 steps (``benchmarks/conditional.py
+    --sections inverse``, n = 1000; whitened squared mean bias, 0 = exact): 0.32-5.6 noiseless, 2.7-6.8 at
+    ``sigma_y = 0.1``, with variances off by up to 2.8x when noisy.
 
     Args:
         observation: ``y = A x + sigma_y e``.
@@ -99,6 +101,8 @@ class PiGDM(_LikelihoodGuidance):
     (a vector-Jacobian product through the network, the residual held constant), computed in the SVD's coordinates:
     ``A^T (r^2 A A^T + sigma_y^2)^{-1} = V diag(s / (r^2 s^2 + sigma_y^2)) U^T``. The paper's weight is 1 (eq. 7;
     its Algorithm 1 then takes DDIM steps). Exact for ``N(mu, I)`` data, where ``x_0 | x_t`` is ``N(x0_hat, r_t^2 I)``.
+    Measured on the correlated Gaussian image oracles (500 predictor steps; as :class:`DPS`): whitened squared mean
+    bias 0.07-1.5 noiseless, 0.69-2.0 at ``sigma_y = 0.1``; variances within 15 %.
 
     Args:
         observation: ``y = A x + sigma_y e``; the operator must have an SVD.

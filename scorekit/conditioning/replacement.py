@@ -19,8 +19,13 @@ Exactness, for a Gaussian prior and exact scores: the method samples the exact p
 unobserved coordinates are independent under the prior (``V^T Sigma V`` block-diagonal), with a stochastic sampler
 in the small-step limit (a noisy observation then starts the sampler's own reverse SDE at ``t*``, ``std / alpha =
 sigma_i``, from ``alpha ybar_i``, which is distributed as ``x_{t*}`` given ``x_0``). With correlated blocks it is an
-approximation: the unobserved part is scored given a noisy observed path instead of ``y``. Measured bias:
-``benchmarks/conditional.py`` (``--section inverse``).
+approximation: the unobserved part is scored given a noisy observed path instead of ``y``. Measured on the Gaussian
+image oracles (``benchmarks/conditional.py --sections inverse``, n = 1000; whitened squared mean bias, 0 = exact):
+with PC + Langevin (snr 0.25, 500 steps) 0.007-0.077 noiseless and 0.015-0.12 at ``sigma_y = 0.1`` on inpainting,
+colorization and super-resolution, 0.57 / 0.70 on the random projection; predictor-only PC 0.39-5.5. For noisy
+``y`` use a stochastic sampler with a corrector: after ``t*`` the observed coordinates' likelihood score is stiff
+for the first predictor step (measured: predictor-only is off even on independent blocks), and a deterministic
+solver cannot spread the observation's noise.
 """
 
 from __future__ import annotations

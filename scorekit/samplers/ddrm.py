@@ -19,7 +19,9 @@ The start replaces the observed coordinates of ``x_T`` with ``ybar_i + sqrt(sigm
 The observation and the settings come from the condition: ``scorekit.conditioning.DDRM(observation, eta, eta_b)``
 (alone or inside a ``Compose``; other composed conditions can steer the score through ``wrap_score``; no projection
 hook is called). DDRM is an approximation (for a Gaussian prior too: the ``eta`` noise does not preserve the
-marginals); its bias on the Gaussian oracles is measured by ``benchmarks/conditional.py --section inverse``.
+marginals); measured on the Gaussian image oracles (``benchmarks/conditional.py --sections inverse``, n = 1000,
+whitened squared mean bias, 0 = exact): 0.43-5.7 noiseless and 0.27-11.8 at ``sigma_y = 0.1`` with the paper's 20
+steps, 0.04-1.1 and 0.05-0.92 with 200; variances too small (0.44-0.85 of the exact ones).
 """
 
 from __future__ import annotations
