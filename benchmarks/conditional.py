@@ -24,8 +24,10 @@ covariance-corrected estimate of the whitened squared mean bias with its standar
 (tests/conftest.py ``mean_bias2``: ``bias2`` also counts a wrong covariance as bias; ``bias2c`` does not).
 ``exact`` rows are exact posterior draws: the floor.
 
-Run: ``python benchmarks/conditional.py`` (about 3 min on one CPU core for the first section, about 8 more for
-``inverse``) or ``--quick`` (about 1 + 3 min).
+Run: ``OMP_NUM_THREADS=1 python benchmarks/conditional.py`` (about 3 min on one CPU core for the first section, about
+25 more for ``inverse`` on the busy shared machine) or ``--quick`` (about 1 + 8 min: for ``inverse`` exactly the
+configurations tests/test_inverse_methods.py bounds; its ``BIAS2_BOUND`` came from
+``--sections inverse --quick --n 1000``).
 """
 
 from __future__ import annotations
