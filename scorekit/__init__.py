@@ -1,13 +1,12 @@
 """scorekit: score-based SDE diffusion models (Song et al., ICLR 2021) in the diffusers ecosystem."""
 
 from .conditioning import ClassifierGuidance, Colorize, Compose, Condition, Inpaint, classifier_guidance
-from .correctors import CORRECTORS
-from .ddim import ddim_step, tweedie_denoise
 from .diffusers_registration import register as _register_with_diffusers
 from .latents import decode, encode, interpolate, slerp
 from .likelihood import bits_per_dim, log_likelihood
-from .ode import pf_ode_drift
-from .predictors import PREDICTORS
+from .samplers.ddim import ddim_step, tweedie_denoise
+from .samplers.ode import pf_ode_drift
+from .samplers.pc import CORRECTORS, PREDICTORS
 from .sampling import SAMPLERS, sample
 from .score import model_score_fn
 from .sde import SDE, SDES, VESDE, VPSDE, SubVPSDE, get_sde

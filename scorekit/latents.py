@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from .numerics import CountedScore, compute_dtype
-from .ode import ADAPTIVE_METHODS, odeint_adaptive, pf_ode_drift
+from .samplers.ode import ADAPTIVE_METHODS, odeint_adaptive, pf_ode_drift
 from .sampling import sample
 from .sde import SDE
 from .utils import batch_time, check_choice, check_positive

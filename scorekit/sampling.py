@@ -14,34 +14,19 @@ from typing import Any
 import torch
 
 from .conditioning.base import Condition
-from .correctors import CORRECTOR_ALIASES, CORRECTORS
-from .ddim import ddim_step, tweedie_denoise
-from .numerics import CountedScore, FiniteGuard, apply_callback, compute_dtype
-from .ode import ADAPTIVE_METHODS, FIXED_METHODS, FIXED_STEPS, odeint_adaptive, pf_ode_drift
-from .predictors import PREDICTOR_ALIASES, PREDICTORS, none_predictor
+from .numerics import CountedScore, compute_dtype
 from .samplers import FEW_STEP_DEFAULT_STEPS, FEW_STEP_SAMPLERS, check_timesteps, few_step_settings, steps_of_timesteps
+from .samplers.ald import ald_sampler
+from .samplers.base import StepHook
+from .samplers.ddim import ddim_sampler
+from .samplers.grids import time_grid
+from .samplers.ode import ADAPTIVE_METHODS, FIXED_METHODS, ode_sampler
+from .samplers.pc import PREDICTOR_ALIASES, pc_sampler, resolve_corrector, resolve_predictor
 from .sde import SDE
-from .utils import append_dims, batch_time, check_choice, check_positive, randn_like
+from .utils import check_choice, check_positive
 
 SAMPLERS = ("pc", "ode", "ddim", "ald", *FEW_STEP_SAMPLERS)
 DEFAULT_STEPS = {"pc": 1000, "ode": 100, "ddim": 100, "ald": 100, **FEW_STEP_DEFAULT_STEPS}
-
-
-def resolve_predictor(name: str) -> Callable:
-    name = PREDICTOR_ALIASES.get(name, name)
-    check_choice("predictor", name, list(PREDICTORS) + list(PREDICTOR_ALIASES))
-    return PREDICTORS[name]
-
-
-def resolve_corrector(name: str) -> Callable:
-    name = CORRECTOR_ALIASES.get(name, name)
-    check_choice("corrector", name, list(CORRECTORS) + list(CORRECTOR_ALIASES))
-    return CORRECTORS[name]
-
-
-def time_grid(sde: SDE, steps: int, eps: float, dtype=torch.float32, device="cpu") -> torch.Tensor:
-    """``steps + 1`` equally spaced times from ``T`` down to ``eps`` (the paper's uniform grid)."""
-    return torch.linspace(sde.T, eps, steps + 1, dtype=torch.float64).to(dtype=dtype, device=device)
 
 
 def sample(
@@ -183,20 +168,6 @@ def sample(
     return x.to(dtype), {"nfe": counted.nfe, "sampler": sampler, "eps": eps, "callback_steps": hook.calls, **kwargs}
 
 
-class StepHook:
-    """What every sampler loop calls after step ``i`` (as ``callback``): the deferred finiteness record of the step
-    (:class:`~scorekit.numerics.FiniteGuard`) and then the user's callback under the one callback rule
-    (:func:`~scorekit.numerics.apply_callback`). Returns the tensor the next step (or the output) uses."""
-
-    def __init__(self, guard: FiniteGuard, callback: Callable | None):
-        self.guard, self.callback, self.calls = guard, callback, 0
-
-    def __call__(self, i: int, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        self.guard.end_step(x, i)
-        self.calls += self.callback is not None
-        return apply_callback(self.callback, i, t, x)
-
-
 def _host_times(sde: SDE, sampler: str, steps: int, eps: float, settings: dict) -> list[float] | None:
     """The grid as host floats (for error messages only; built once per run); ``None`` for adaptive solves."""
     if sampler == "ode" and settings.get("method") not in FIXED_METHODS:
@@ -250,98 +221,4 @@ def _check_shape(shape) -> tuple[int, ...]:
     return shape
 
 
-def _iterate(n: int, progress) -> Iterable[int]:
-    if callable(progress):
-        return progress(range(n))
-    if progress:
-        from tqdm.auto import tqdm
-
-        return tqdm(range(n))
-    return range(n)
-
-
-def _batch_grid(ts: torch.Tensor, batch: int) -> torch.Tensor:
-    """``(steps + 1, B)`` times built once per run: ``grid[i]`` is a view, no per-step tensor construction."""
-    return ts[:, None].expand(-1, batch).contiguous()
-
-
-def _pc(x, *, score_fn, sde, eps, generator, condition, progress, callback, steps, predictor, corrector, snr,
-        n_corrector_steps, probability_flow, denoise):
-    """Predictor-corrector sampling (Algorithm 1): corrector at t_i, then predictor t_i -> t_{i+1}."""
-    predictor_fn = resolve_predictor(predictor)
-    corrector_fn = resolve_corrector(corrector)
-    if probability_flow:
-        predictor_fn = partial(predictor_fn, probability_flow=True)
-    ts = time_grid(sde, steps, eps, x.dtype, x.device)
-    tb = _batch_grid(ts, x.shape[0])
-    x_mean = x
-    for i in _iterate(steps, progress):
-        t, t_next = tb[i], tb[i + 1]
-        for _ in range(n_corrector_steps):  # replacement after every Langevin step, not only the last
-            x, x_mean = corrector_fn(x, t, score_fn, sde, generator, snr=snr, n_steps=1)
-            x = condition.project(x, t, generator)
-        x, x_pred_mean = predictor_fn(x, t, t_next, score_fn, sde, generator)
-        x_mean = x_mean if predictor_fn is none_predictor else x_pred_mean  # corrector-only: keep Langevin's mean
-        x, x_mean = condition.project(x, t_next, generator), condition.project_mean(x_mean, t_next)
-        if denoise and i == steps - 1:  # the callback sees (and may replace) what is returned
-            x_mean = apply_callback(callback, i, ts[i + 1], x_mean)
-        else:
-            x = apply_callback(callback, i, ts[i + 1], x)
-    return x_mean if denoise else x
-
-
-def _ald(x, *, score_fn, sde, eps, generator, condition, progress, callback, steps, n_corrector_steps, step_size,
-         denoise):
-    """NCSN annealed Langevin dynamics (Song & Ermon 2019, Algorithm 1): step ``eps sigma_i^2 / sigma_L^2``."""
-    levels = torch.linspace(sde.T, eps, steps, dtype=torch.float64).to(dtype=x.dtype, device=x.device)
-    std_last = sde.marginal_coef(levels[-1:])[1]
-    tb = _batch_grid(levels, x.shape[0])
-    alphas = step_size * (sde.marginal_coef(tb)[1] / std_last) ** 2  # (steps, B), once per run
-    x_mean = x
-    for i in _iterate(steps, progress):
-        t, alpha = tb[i], alphas[i]
-        for _ in range(n_corrector_steps):
-            # x <- x + alpha/2 * score + sqrt(alpha) z
-            x_mean = x + 0.5 * append_dims(alpha, x.ndim) * score_fn(x, t)
-            x = condition.project(x_mean + append_dims(alpha.sqrt(), x.ndim) * randn_like(x, generator), t, generator)
-        if denoise and i == steps - 1:  # the callback sees (and may replace) what is returned
-            return apply_callback(callback, i, levels[i], condition.project_mean(x_mean, t))
-        x = apply_callback(callback, i, levels[i], x)
-    return x
-
-
-def _ode(x, *, score_fn, sde, eps, generator, condition, progress, callback, steps, method, rtol, atol, denoise):
-    """Probability-flow ODE sampling (eq. 13) from T to eps, fixed-step or adaptive."""
-
-    def drift(x_, t_):
-        x_ = condition.project_ode(x_, t_)
-        return pf_ode_drift(x_, t_, score_fn, sde)
-
-    if method in FIXED_METHODS:
-        step = FIXED_STEPS[method]
-        ts = time_grid(sde, steps, eps, x.dtype, x.device)
-        tb = _batch_grid(ts, x.shape[0])
-        for i in _iterate(steps, progress):
-            x = apply_callback(callback, i, ts[i + 1], step(x, tb[i], tb[i + 1], drift))
-    else:  # adaptive: steps chosen by the error controller; the callback is not called (scorekit.numerics)
-        x = odeint_adaptive(lambda t, y: drift(y, batch_time(t, y.shape[0], y)), x, sde.T, eps, method, rtol, atol)
-    t_end = batch_time(eps, x.shape[0], x)
-    x = condition.project_ode(x, t_end)
-    return tweedie_denoise(x, t_end, score_fn, sde) if denoise else x
-
-
-def _ddim(x, *, score_fn, sde, eps, generator, condition, progress, callback, steps, eta, denoise):
-    """DDIM sampling (Song, Meng & Ermon 2021, eq. 12) on the uniform grid from T to eps."""
-    ts = time_grid(sde, steps, eps, x.dtype, x.device)
-    tb = _batch_grid(ts, x.shape[0])
-    project = condition.project if eta > 0 else (lambda x_, t_, g_: condition.project_ode(x_, t_))
-    for i in _iterate(steps, progress):
-        t, t_next = tb[i], tb[i + 1]
-        x, _ = ddim_step(project(x, t, generator), t, t_next, score_fn, sde, generator, eta=eta)
-        x = apply_callback(callback, i, ts[i + 1], x)
-    t_end = batch_time(eps, x.shape[0], x)
-    x = project(x, t_end, generator)
-    return tweedie_denoise(x, t_end, score_fn, sde) if denoise else x
-
-
-_SAMPLER_FNS = {"pc": _pc, "ode": _ode, "ddim": _ddim, "ald": _ald, **FEW_STEP_SAMPLERS}
+_SAMPLER_FNS = {"pc": pc_sampler, "ode": ode_sampler, "ddim": ddim_sampler, "ald": ald_sampler, **FEW_STEP_SAMPLERS}

@@ -19,7 +19,7 @@ from conftest import assert_mean_cov, assert_mixture, make_sdes
 
 import scorekit
 from scorekit.analytic import GaussianScore
-from scorekit.sampling import time_grid
+from scorekit.samplers.grids import time_grid
 from scorekit.sde import VPSDE
 
 N_SAMPLES = 4000

@@ -14,7 +14,7 @@ from ..utils import check_choice, check_positive
 from .adaptive_ei import ADAPTIVE_ORDERS, adaptive_ei
 from .dpm_solver import MULTISTEP_ORDERS, SDE_ORDERS, SINGLESTEP_ORDERS, dpm_solver_pp, dpm_solver_pp_singlestep
 from .edm import edm_heun
-from .timesteps import TIME_GRIDS, Grid, check_timesteps, make_grid, sigma_of_t, t_of_lambda, t_of_sigma
+from .grids import TIME_GRIDS, Grid, check_timesteps, make_grid, sigma_of_t, t_of_lambda, t_of_sigma
 
 FEW_STEP_SAMPLERS = {
     "dpmsolver++": dpm_solver_pp,

@@ -14,9 +14,9 @@ import math
 
 import torch
 
-from .common import DataPrediction, call_back, project_fn
+from .base import DataPrediction, call_back, project_fn
 from .dpm_solver import _finish
-from .timesteps import Grid, make_grid, t_of_lambda
+from .grids import Grid, make_grid, t_of_lambda
 
 ADAPTIVE_ORDERS = (2, 3)
 THETA = 0.9

@@ -8,7 +8,7 @@ probability-flow ODE solved exactly in its linear part gives (DPM-Solver++ eq. 9
 which at first order is DDIM (eta = 0). The multistep solvers (1, 2M, 3M) reuse the data predictions of previous
 steps; the singlestep solvers (2S, 3S) evaluate intermediate times inside each step; SDE-DPM-Solver++ (1, 2M) adds
 fresh noise (Lu et al. 2022, eq. 18; its first order is DDIM with eta = 1). Final steps lower the order as diffusers'
-``DPMSolverMultistepScheduler`` does (see :func:`~scorekit.samplers.common.step_order`).
+``DPMSolverMultistepScheduler`` does (see :func:`~scorekit.samplers.base.step_order`).
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import math
 import torch
 
 from ..utils import randn_like
-from .common import DataPrediction, call_back, iterate, project_fn, step_order
-from .timesteps import Grid, make_grid, t_of_lambda
+from .base import DataPrediction, call_back, iterate, project_fn, step_order
+from .grids import Grid, make_grid, t_of_lambda
 
 MULTISTEP_ORDERS = (1, 2, 3)
 SDE_ORDERS = (1, 2)
@@ -130,7 +130,7 @@ def singlestep_update(x, x0_fn, grid: Grid, stages: list[Grid], i: int, m_s: tor
 def dpm_solver_pp_singlestep(x, *, score_fn, sde, eps, generator, condition, progress, callback, steps, order,
                              time_grid, rho, timesteps, denoise):
     """Singlestep DPM-Solver++ (1, 2S, 3S) from T to eps; NFE = ``order`` per step (lowered at the final steps as
-    :func:`~scorekit.samplers.common.step_order` says), plus one for denoising."""
+    :func:`~scorekit.samplers.base.step_order` says), plus one for denoising."""
     grid = make_grid(sde, steps, eps, time_grid, rho, timesteps)
     stages = stage_grid(sde, grid, (0.5,) if order == 2 else (1 / 3, 2 / 3), eps) if order > 1 else []
     x0_fn, project = DataPrediction(score_fn), project_fn(condition, False)

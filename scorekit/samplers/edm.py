@@ -14,9 +14,9 @@ import math
 import torch
 
 from ..utils import randn_like
-from .common import DataPrediction, call_back, iterate, project_fn
+from .base import DataPrediction, call_back, iterate, project_fn
 from .dpm_solver import _finish, _tb
-from .timesteps import Grid, make_grid, t_of_sigma
+from .grids import Grid, make_grid, t_of_sigma
 
 
 def churn_grid(sde, grid: Grid, eps: float, s_churn: float, s_tmin: float, s_tmax: float) -> Grid:

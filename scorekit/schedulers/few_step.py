@@ -19,7 +19,7 @@ import torch
 
 from ..numerics import compute_dtype
 from ..samplers import FEW_STEP_SAMPLERS, make_grid
-from ..samplers.common import step_order
+from ..samplers.base import step_order
 from ..samplers.dpm_solver import multistep_update, sde_multistep_update
 from ..score import output_to_score
 from ..utils import append_dims, batch_time, randn_like

@@ -15,7 +15,7 @@ from diffusers.configuration_utils import ConfigMixin
 from diffusers.schedulers.scheduling_utils import SchedulerMixin, SchedulerOutput
 
 from ..numerics import compute_dtype
-from ..sampling import time_grid
+from ..samplers.grids import time_grid
 from ..score import PARAMETERIZATIONS, model_time_input, output_to_score
 from ..sde import SDE, SDES, get_sde
 from ..utils import append_dims, batch_time, check_choice, check_positive

@@ -8,9 +8,9 @@ import torch
 from diffusers.configuration_utils import register_to_config
 from diffusers.schedulers.scheduling_utils import SchedulerMixin  # noqa: F401  (diffusers' loader looks it up here)
 
-from ..ddim import ddim_step
-from ..ode import ADAPTIVE_METHODS, pf_ode_drift
 from ..samplers import FEW_STEP_SAMPLERS, few_step_settings
+from ..samplers.ddim import ddim_step
+from ..samplers.ode import ADAPTIVE_METHODS, pf_ode_drift
 from ..utils import append_dims, batch_time, check_choice, check_positive
 from .few_step import PIPELINE_ONLY, STEPPED, FewStepSchedulerMixin, heun_stage_times
 from .scheduling_score_sde_base import ScoreSDESchedulerBase, ScoreSDESchedulerOutput

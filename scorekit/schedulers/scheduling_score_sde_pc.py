@@ -8,7 +8,7 @@ import torch
 from diffusers.configuration_utils import register_to_config
 from diffusers.schedulers.scheduling_utils import SchedulerMixin  # noqa: F401  (diffusers' loader looks it up here)
 
-from ..sampling import resolve_corrector, resolve_predictor
+from ..samplers.pc import resolve_corrector, resolve_predictor
 from ..utils import batch_time, check_positive
 from .scheduling_score_sde_base import ScoreSDESchedulerBase, ScoreSDESchedulerOutput
 

@@ -79,6 +79,11 @@ class Grid:
         return cls(t=t, alpha=alpha, std=std)
 
 
+def time_grid(sde: SDE, steps: int, eps: float, dtype=torch.float32, device="cpu") -> torch.Tensor:
+    """``steps + 1`` equally spaced times from ``T`` down to ``eps`` (the paper's uniform grid)."""
+    return torch.linspace(sde.T, eps, steps + 1, dtype=torch.float64).to(dtype=dtype, device=device)
+
+
 def check_timesteps(timesteps, sde: SDE, eps: float) -> torch.Tensor:
     """Validate a user grid: at least 2 finite, strictly decreasing times inside ``[eps, T]``; returns float64 (n,)."""
     try:

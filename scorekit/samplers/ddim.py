@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import torch
 
-from .sde import SDE
-from .utils import append_dims, randn_like
+from ..numerics import apply_callback
+from ..sde import SDE
+from ..utils import append_dims, batch_time, randn_like
+from .base import batch_grid, iterate
+from .grids import time_grid
 
 
 def ddim_step(x, t, t_next, score_fn, sde: SDE, generator=None, eta: float = 0.0):
@@ -35,3 +38,17 @@ def tweedie_denoise(x, t, score_fn, sde: SDE) -> torch.Tensor:
     """``E[x_0 | x_t] = (x_t + std^2 score) / alpha`` (Tweedie's formula): the final denoising step of ODE / DDIM."""
     a, s = sde.marginal_coef(t)
     return (x + append_dims(s**2, x.ndim) * score_fn(x, t)) / append_dims(a, x.ndim)
+
+
+def ddim_sampler(x, *, score_fn, sde, eps, generator, condition, progress, callback, steps, eta, denoise):
+    """DDIM sampling (Song, Meng & Ermon 2021, eq. 12) on the uniform grid from T to eps."""
+    ts = time_grid(sde, steps, eps, x.dtype, x.device)
+    tb = batch_grid(ts, x.shape[0])
+    project = condition.project if eta > 0 else (lambda x_, t_, g_: condition.project_ode(x_, t_))
+    for i in iterate(steps, progress):
+        t, t_next = tb[i], tb[i + 1]
+        x, _ = ddim_step(project(x, t, generator), t, t_next, score_fn, sde, generator, eta=eta)
+        x = apply_callback(callback, i, ts[i + 1], x)
+    t_end = batch_time(eps, x.shape[0], x)
+    x = project(x, t_end, generator)
+    return tweedie_denoise(x, t_end, score_fn, sde) if denoise else x

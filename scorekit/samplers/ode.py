@@ -12,9 +12,12 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from .numerics import FiniteGuard
-from .sde import SDE
-from .utils import append_dims
+from ..numerics import FiniteGuard, apply_callback
+from ..sde import SDE
+from ..utils import append_dims, batch_time
+from .base import batch_grid, iterate
+from .ddim import tweedie_denoise
+from .grids import time_grid
 
 TORCHDIFFEQ_METHODS = ("dopri5", "dopri8", "bosh3", "adaptive_heun", "fehlberg2")
 SCIPY_METHODS = ("scipy_RK45", "scipy_RK23", "scipy_DOP853", "scipy_LSODA")
@@ -113,3 +116,24 @@ def _odeint_scipy(func, y0, t0, t1, method, rtol, atol):
     if not sol.success:
         raise RuntimeError(f"scipy solve_ivp ({method}) failed: {sol.message}")
     return torch.as_tensor(np.asarray(sol.y[:, -1]), dtype=dtype, device=device).reshape(shape)
+
+
+def ode_sampler(x, *, score_fn, sde, eps, generator, condition, progress, callback, steps, method, rtol, atol,
+                denoise):
+    """Probability-flow ODE sampling (eq. 13) from T to eps, fixed-step or adaptive."""
+
+    def drift(x_, t_):
+        x_ = condition.project_ode(x_, t_)
+        return pf_ode_drift(x_, t_, score_fn, sde)
+
+    if method in FIXED_METHODS:
+        step = FIXED_STEPS[method]
+        ts = time_grid(sde, steps, eps, x.dtype, x.device)
+        tb = batch_grid(ts, x.shape[0])
+        for i in iterate(steps, progress):
+            x = apply_callback(callback, i, ts[i + 1], step(x, tb[i], tb[i + 1], drift))
+    else:  # adaptive: steps chosen by the error controller; the callback is not called (scorekit.numerics)
+        x = odeint_adaptive(lambda t, y: drift(y, batch_time(t, y.shape[0], y)), x, sde.T, eps, method, rtol, atol)
+    t_end = batch_time(eps, x.shape[0], x)
+    x = condition.project_ode(x, t_end)
+    return tweedie_denoise(x, t_end, score_fn, sde) if denoise else x

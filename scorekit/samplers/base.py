@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import torch
 
-from ..numerics import apply_callback
+from ..numerics import FiniteGuard, apply_callback
 from ..utils import batch_time
 
 
@@ -31,10 +31,33 @@ def call_back(i: int, t: float, x: torch.Tensor, callback) -> torch.Tensor:
     return x if callback is None else apply_callback(callback, i, torch.tensor(t, dtype=torch.float32), x)
 
 
-def iterate(n: int, progress):
-    from ..sampling import _iterate
+def iterate(n: int, progress) -> Iterable[int]:
+    if callable(progress):
+        return progress(range(n))
+    if progress:
+        from tqdm.auto import tqdm
 
-    return _iterate(n, progress)
+        return tqdm(range(n))
+    return range(n)
+
+
+def batch_grid(ts: torch.Tensor, batch: int) -> torch.Tensor:
+    """``(steps + 1, B)`` times built once per run: ``grid[i]`` is a view, no per-step tensor construction."""
+    return ts[:, None].expand(-1, batch).contiguous()
+
+
+class StepHook:
+    """What every sampler loop calls after step ``i`` (as ``callback``): the deferred finiteness record of the step
+    (:class:`~scorekit.numerics.FiniteGuard`) and then the user's callback under the one callback rule
+    (:func:`~scorekit.numerics.apply_callback`). Returns the tensor the next step (or the output) uses."""
+
+    def __init__(self, guard: FiniteGuard, callback: Callable | None):
+        self.guard, self.callback, self.calls = guard, callback, 0
+
+    def __call__(self, i: int, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        self.guard.end_step(x, i)
+        self.calls += self.callback is not None
+        return apply_callback(self.callback, i, t, x)
 
 
 def step_order(order: int, i: int, n_steps: int, denoise: bool, warm_up: bool = True) -> int:
