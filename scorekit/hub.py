@@ -17,7 +17,7 @@ import os
 import tempfile
 from typing import Any
 
-SAMPLER_STEPS = {"pc": 1000, "ode": 100, "ddim": 100, "ald": 100}
+from .samplers.registry import REGISTRY, get_spec
 
 
 def _kind(obj) -> str:
@@ -44,7 +44,12 @@ def _sde_lines(scheduler) -> list[str]:
 def _sampler(scheduler, steps: int | None) -> tuple[str, int]:
     kwargs = scheduler.sample_kwargs() if scheduler is not None else {"sampler": "pc"}
     sampler = kwargs["sampler"]
-    return sampler, steps if steps is not None else SAMPLER_STEPS.get(sampler, 100)
+    return sampler, steps if steps is not None else get_spec(sampler).default_steps
+
+
+def _other_samplers(default: str) -> str:
+    """Every other registered sampler with its default steps (the registry is the one source)."""
+    return ", ".join(f"`{n}` ({s.default_steps})" for n, s in REGISTRY.items() if n != default)
 
 
 def _settings(scheduler) -> str:
@@ -118,7 +123,8 @@ def make_model_card(
     lines = [f"# {repo_id.split('/')[1]}", "", description or f"A score-based SDE {kind} trained with scorekit "
              "(Song et al., *Score-Based Generative Modeling through SDEs*, ICLR 2021).", "", "## Model", "",
              f"- class: `{type(obj).__name__}`", *_sde_lines(scheduler), f"- conditioning: {cond}",
-             f"- default sampler: `{sampler}` with {steps} steps{_settings(scheduler)}", "", "## Usage", "",
+             f"- default sampler: `{sampler}` with {steps} steps{_settings(scheduler)}",
+             f"- other samplers (`sampler=`, default steps): {_other_samplers(sampler)}", "", "## Usage", "",
              "```python", _usage(kind, obj, repo_id, sampler, steps).rstrip(), "```", "", "## Training", "",
              f"- data: {training_data or 'not recorded'}",
              f"- command: `{training_command}`" if training_command else "- command: not recorded", ""]

@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 
+from scorekit.samplers.registry import sampler_names
 from scorekit.schedulers.scheduling_score_sde_base import DEFAULT_DATA_RANGE
 from scorekit.score import PARAMETERIZATIONS
 from scorekit.sde import SDES, get_sde
@@ -133,7 +134,8 @@ def add_score_flags(p: argparse.ArgumentParser) -> None:
     e.add_argument("--ema_warmup", action="store_true", help="diffusers' EMA warm-up (inv_gamma, power)")
     e.add_argument("--save_images_steps", type=int, default=None, help="sample a PNG grid every N steps")
     e.add_argument("--eval_batch_size", type=int, default=16, help="images in each sample grid")
-    e.add_argument("--eval_sampler", choices=("pc", "ode", "ddim"), default="ddim", help="sampler of the grids")
+    e.add_argument("--eval_sampler", choices=sampler_names(), default="ddim",
+                   help="sampler of the grids (any registered sampler, scorekit.samplers.registry)")
     e.add_argument("--eval_steps", type=int, default=50, help="sampler steps of the grids")
 
 

@@ -1,29 +1,35 @@
-"""NCSN annealed Langevin dynamics (Song & Ermon 2019, Algorithm 1) as a sampler of its own."""
+"""NCSN annealed Langevin dynamics (Song & Ermon 2019, Algorithm 1) as a sampler of its own.
+
+``steps`` noise levels from ``T`` down to ``eps`` (:func:`~scorekit.samplers.grids.level_grid`; NCSN's geometric
+sigmas for VE), ``n_corrector_steps`` Langevin steps at each with the step ``step_size * std_i^2 / std_L^2``.
+"""
 
 from __future__ import annotations
 
 import torch
 
-from ..numerics import apply_callback
 from ..utils import append_dims, randn_like
-from .base import batch_grid, iterate
+from .base import RunContext
+from .grids import Grid
+from .options import ALDOptions
 
 
-def ald_sampler(x, *, score_fn, sde, eps, generator, condition, progress, callback, steps, n_corrector_steps,
-                step_size, denoise):
-    """NCSN annealed Langevin dynamics (Song & Ermon 2019, Algorithm 1): step ``eps sigma_i^2 / sigma_L^2``."""
-    levels = torch.linspace(sde.T, eps, steps, dtype=torch.float64).to(dtype=x.dtype, device=x.device)
-    std_last = sde.marginal_coef(levels[-1:])[1]
-    tb = batch_grid(levels, x.shape[0])
-    alphas = step_size * (sde.marginal_coef(tb)[1] / std_last) ** 2  # (steps, B), once per run
+def ald_loop(x: torch.Tensor, ctx: RunContext, grid: Grid, opts: ALDOptions) -> torch.Tensor:
+    """NCSN annealed Langevin dynamics (Algorithm 1): ``x <- x + alpha_i / 2 score + sqrt(alpha_i) z`` with
+    ``alpha_i = step_size sigma_i^2 / sigma_L^2``; step ``i`` ends at level ``i`` (its callback's ``t``). Returns the
+    last step's noise-free mean with ``ctx.denoise``."""
+    score_fn, condition, generator = ctx.score_fn, ctx.condition, ctx.generator
+    levels = ctx.times
+    std_last = ctx.sde.marginal_coef(levels[-1:])[1]
+    tb = ctx.batch_times(x.shape[0])
+    alphas = opts.step_size * (ctx.sde.marginal_coef(tb)[1] / std_last) ** 2  # (steps, B), once per run
     x_mean = x
-    for i in iterate(steps, progress):
+    for i in ctx.iterate(grid.steps + 1):
         t, alpha = tb[i], alphas[i]
-        for _ in range(n_corrector_steps):
-            # x <- x + alpha/2 * score + sqrt(alpha) z
-            x_mean = x + 0.5 * append_dims(alpha, x.ndim) * score_fn(x, t)
+        for _ in range(opts.n_corrector_steps):
+            x_mean = x + 0.5 * append_dims(alpha, x.ndim) * score_fn(x, t)  # Langevin move at level i
             x = condition.project(x_mean + append_dims(alpha.sqrt(), x.ndim) * randn_like(x, generator), t, generator)
-        if denoise and i == steps - 1:  # the callback sees (and may replace) what is returned
-            return apply_callback(callback, i, levels[i], condition.project_mean(x_mean, t))
-        x = apply_callback(callback, i, levels[i], x)
+        if ctx.denoise and i == grid.steps:  # the callback sees (and may replace) what is returned
+            return ctx.end_step(i, condition.project_mean(x_mean, t), levels[i])
+        x = ctx.end_step(i, x, levels[i])
     return x
