@@ -116,10 +116,7 @@ def sample(
     steps = steps_of_timesteps(getattr(opts, "timesteps", None), steps)
     steps = spec.default_steps if steps is None else steps
     check_positive("steps", steps, integer=True)
-    eps = sde.sampling_eps if eps is None else eps
-    check_positive("eps", eps)
-    if eps >= sde.T:
-        raise ValueError(f"eps must be smaller than sde.T={sde.T}, got {eps}")
+    eps = check_eps(sde, eps)
     if x_T is not None and not isinstance(x_T, torch.Tensor):
         raise TypeError(f"x_T must be a torch.Tensor of shape {shape}, got {type(x_T).__name__}")
     if x_T is not None and tuple(x_T.shape) != shape:
@@ -148,6 +145,15 @@ def sample(
     info = {"nfe": counted.nfe, "sampler": spec.name, "steps": taken, "eps": eps, "denoise": denoise,
             "callback_steps": ctx.callback_steps, "options": opts.as_dict()}
     return x.to(dtype), info
+
+
+def check_eps(sde: SDE, eps: float | None) -> float:
+    """The final time: ``sde.sampling_eps`` when ``None``; a ValueError unless ``0 < eps < sde.T``."""
+    eps = sde.sampling_eps if eps is None else eps
+    check_positive("eps", eps)
+    if eps >= sde.T:
+        raise ValueError(f"eps must be smaller than sde.T={sde.T}, got {eps}")
+    return eps
 
 
 def _check_common(sde, dtype, callback) -> None:
