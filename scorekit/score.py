@@ -1,4 +1,4 @@
-"""Score adapters: turn a network into ``score_fn(x, t) -> score`` (layer 2 of DESIGN.md).
+"""Score adapters: turn a network into ``score_fn(x, t) -> score`` (layer 2 of docs/architecture.md).
 
 A ``UNet2DModel`` is run under one of three parameterizations, recorded in the scheduler config:
 

@@ -1,4 +1,4 @@
-"""Every sampler of ``scorekit.sample`` against closed-form targets (DESIGN.md §6).
+"""Every sampler of ``scorekit.sample`` against closed-form targets (scorekit.analytic).
 
 Distribution tests draw n = 4000 float64 samples from the exact-score sampler and compare moments with the truth
 through ``conftest.assert_mean_cov``: each entry may be off by ``k / sqrt(n) = 0.079`` in units of its per-sample
