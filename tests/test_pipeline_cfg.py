@@ -125,7 +125,7 @@ def test_classifier_term_on_top_of_cfg():
 
 def test_cfg_pipeline_gives_an_image_alone_as_in_a_batch():
     """One image, one seed with classifier-free guidance (the doubled batch of 2 B included). float64: the images of
-    two batch compositions differ by rounding only (see test_pipeline_conditional.BATCH_TOL for the bound)."""
+    two batch compositions differ by rounding only (the bound: test_pipeline_score_sde_conditional.BATCH_TOL)."""
     pipe = pipe_for(tiny_cfg_unet().to(torch.float64))
 
     def images(labels, seeds):

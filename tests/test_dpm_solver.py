@@ -1,4 +1,5 @@
-"""The few-step samplers of ``scorekit.samplers`` against closed forms (scorekit.analytic).
+"""DPM-Solver++ (scorekit/samplers/dpm_solver.py) and, on the same harness, EDM Heun (edm.py) and the adaptive
+DPM-Solver (adaptive_ei.py) against closed forms (scorekit.analytic).
 
 Distribution tests draw n = 4000 float64 samples at about 20 NFE and compare with the truth through
 ``conftest.assert_mean_cov`` / ``assert_mixture`` (Bonferroni k over all entries, family-wise alpha = 1e-4; no
