@@ -19,7 +19,6 @@ from .dpm_solver import first_order, singlestep_final, stage_state
 from .grids import Grid, make_grid, t_of_lambda
 from .options import AdaptiveEIOptions
 
-ADAPTIVE_ORDERS = (2, 3)
 THETA = 0.9
 H_INIT = 0.05  # first step in lambda, as the paper's code
 MAX_ATTEMPTS = 100_000

@@ -133,16 +133,6 @@ def none_corrector(x, t, score_fn, sde, generator=None, snr: float = 0.16, n_ste
 CORRECTORS: dict[str, Callable] = {"langevin": langevin, "ald": annealed_langevin, "none": none_corrector}
 
 
-def resolve_predictor(name: str) -> Callable:
-    """The predictor function of ``name`` (aliases allowed; validated by :class:`PCOptions`)."""
-    return PREDICTORS[PCOptions(predictor=name).predictor_name]
-
-
-def resolve_corrector(name: str) -> Callable:
-    """The corrector function of ``name`` (aliases allowed; validated by :class:`PCOptions`)."""
-    return CORRECTORS[PCOptions(corrector=name).corrector_name]
-
-
 def pc_loop(x: torch.Tensor, ctx: RunContext, grid: Grid, opts: PCOptions) -> torch.Tensor:
     """Predictor-corrector sampling (Algorithm 1): corrector at t_i, then predictor t_i -> t_{i+1}.
 
