@@ -28,7 +28,9 @@ Callbacks
     sampler, including the last; it receives the tensor the next step (or, after the last step, the output or
     the final denoising) uses, and what it returns replaces that tensor. The adaptive torchdiffeq / scipy ODE solves
     do not call it (their steps are chosen inside the solver); the adaptive DPM-Solver (``"dpmsolver-adaptive"``)
-    calls it after every accepted step. ``info["callback_steps"]`` reports the calls made.
+    calls it after every accepted step. ``t`` is the step's end time as a 0-dim tensor in the compute dtype, for
+    every sampler (``scorekit.samplers.base.RunContext.end_step``). ``info["callback_steps"]`` reports the calls
+    made.
 """
 
 from __future__ import annotations
