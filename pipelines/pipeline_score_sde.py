@@ -19,7 +19,9 @@ from scorekit.samplers.registry import get_spec
 from scorekit.sampling import resolve_options, sample
 from scorekit.schedulers import ScoreSDEODEScheduler, ScoreSDEPCScheduler, ScoreSDESchedulerBase
 from scorekit.schedulers.discrete import clip_denoised_score
+from scorekit.schedulers.foreign import SCOREKIT_EQUIVALENT
 from scorekit.schedulers.loop import scheduler_loop
+from scorekit.schedulers.scheduling_score_sde_ode import SOLVERS
 from scorekit.schedulers.stock import from_stock_config
 from scorekit.score import model_score_fn
 from scorekit.utils import check_choice, check_count
@@ -39,18 +41,26 @@ MODEL_SETTINGS = ("snr",)
 
 
 def as_score_sde_scheduler(scheduler) -> ScoreSDESchedulerBase:
-    """Return ``scheduler`` if it is a scorekit scheduler; convert a DDPM / DDIM / ScoreSdeVe one to a PC scheduler."""
+    """Return ``scheduler`` if it is a scorekit scheduler; convert a diffusers one to the scorekit scheduler that runs
+    the same sampler on the same model: ``DDPMScheduler`` / ``ScoreSdeVeScheduler`` -> the PC scheduler,
+    ``DDIMScheduler`` -> DDIM and ``DPMSolverMultistepScheduler`` -> DPM-Solver++ (:class:`ScoreSDEODEScheduler`).
+
+    Raises:
+        TypeError: a scheduler class scorekit has no equivalent of (the message names those it has).
+    """
     if isinstance(scheduler, ScoreSDESchedulerBase):
         return scheduler
     restored = from_stock_config(getattr(scheduler, "config", {}))  # a scorekit save in the stock layout
     if restored is not None:
         return restored
     name = type(scheduler).__name__
-    if name in ScoreSDESchedulerBase._compatibles:
-        config = {**scheduler.config, "_class_name": name}
-        return ScoreSDEPCScheduler.from_config(config)
-    raise TypeError(f"scheduler must be a ScoreSDEPCScheduler / ScoreSDEODEScheduler or one of "
-                    f"{ScoreSDESchedulerBase._compatibles} to convert, got {name}")
+    target = SCOREKIT_EQUIVALENT.get(name)
+    if target is None:
+        raise TypeError(f"scheduler {name} has no scorekit equivalent; use a ScoreSDEPCScheduler or "
+                        f"ScoreSDEODEScheduler (solvers {list(SOLVERS)}), or one of {sorted(SCOREKIT_EQUIVALENT)}, "
+                        f"which convert to them (e.g. DPMSolverMultistepScheduler.from_config(pipe.scheduler.config))")
+    cls = ScoreSDEODEScheduler if target == ScoreSDEODEScheduler.__name__ else ScoreSDEPCScheduler
+    return cls.from_config({**scheduler.config, "_class_name": name})
 
 
 class ScoreSDEPipeline(LikelihoodMixin, DiffusionPipeline):
@@ -60,7 +70,9 @@ class ScoreSDEPipeline(LikelihoodMixin, DiffusionPipeline):
         unet: a ``UNet2DModel`` (or any model called as ``unet(x, timestep).sample``) under the scheduler's
             ``prediction_type``.
         scheduler: a :class:`ScoreSDEPCScheduler` or :class:`ScoreSDEODEScheduler`; a ``DDPMScheduler``,
-            ``DDIMScheduler`` or ``ScoreSdeVeScheduler`` is converted to a PC scheduler with the same SDE.
+            ``DDIMScheduler``, ``DPMSolverMultistepScheduler`` or ``ScoreSdeVeScheduler`` is converted to the scorekit
+            scheduler with the same SDE and sampler (:func:`as_score_sde_scheduler`), also when assigned later:
+            ``pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)`` (diffusers' idiom).
     """
 
     model_cpu_offload_seq = "unet"
@@ -72,6 +84,11 @@ class ScoreSDEPipeline(LikelihoodMixin, DiffusionPipeline):
         check_components(unet, scheduler)
         self.register_modules(unet=unet, scheduler=scheduler)
         self.image_processor = VaeImageProcessor(vae_scale_factor=1, do_resize=False, do_normalize=False)
+
+    def __setattr__(self, name: str, value):
+        if name == "scheduler" and value is not None:  # the scheduler-swap idiom: convert, or say what works
+            value = as_score_sde_scheduler(value)
+        super().__setattr__(name, value)
 
     # --- loading ---------------------------------------------------------------------------------------------------
     @classmethod

@@ -20,7 +20,7 @@ _LAZY = {
     "ddim_step": "scorekit.samplers.ddim",
     **dict.fromkeys(["tweedie_denoise", "pf_ode_drift"], "scorekit.samplers.kernels"),
     "model_score_fn": "scorekit.score",
-    **dict.fromkeys(["SDE", "SDES", "VESDE", "VPSDE", "SubVPSDE", "get_sde"], "scorekit.sde"),
+    **dict.fromkeys(["SDE", "SDES", "VESDE", "VPSDE", "SubVPSDE", "DiscreteVPSDE", "get_sde"], "scorekit.sde"),
     **dict.fromkeys(["ScoreSDEPipeline", "ScoreSDEPipelineOutput", "ScoreSDEClassConditionalPipeline",
                      "ScoreSDEInpaintPipeline", "ScoreSDEColorizationPipeline"], "scorekit.pipelines"),
     **dict.fromkeys(["ScoreSDEPCScheduler", "ScoreSDEODEScheduler"], "scorekit.schedulers"),

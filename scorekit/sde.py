@@ -172,6 +172,86 @@ class SubVPSDE(_BetaScheduleSDE):
         return torch.exp(-0.5 * b), -torch.expm1(-b)
 
 
+class DiscreteVPSDE(SDE):
+    """The VP SDE of a discrete ``alpha_bar`` table (any DDPM-family schedule: cosine, scaled-linear, trained betas,
+    zero terminal SNR).
+
+    ``alpha_bar_k`` sits at ``t_k = k / (N - 1)`` (the paper's time label ``t (N - 1)`` of DDPM checkpoints), and the
+    half-log-SNR ``lambda = 1/2 log(alpha_bar / (1 - alpha_bar))`` is linear in ``t`` between them, so
+    ``alpha(t)^2 = sigmoid(2 lambda)``, ``std(t)^2 = 1 - alpha(t)^2`` (eq. 29 with ``e^{-B(t)} = alpha(t)^2``) and
+    ``beta(t) = -d log alpha(t)^2 / dt = -2 lambda'(t) std(t)^2`` (eq. 11's drift ``-1/2 beta x``, diffusion
+    ``sqrt(beta)``). At the table's times the marginals are the table's exactly.
+
+    Zero terminal SNR (``alpha_bar_{N-1} = 0``, Lin et al. 2024): ``lambda(1) = -inf``, so on the last interval
+    ``alpha`` is linear in ``t`` down to ``alpha(1) = 0``. Then the prior ``N(0, I)`` is exact, but ``beta(1)`` and the
+    noise level ``std / alpha`` are infinite and Tweedie's ``x0 = (x + std^2 score) / alpha`` is 0 / 0 at ``t = 1``:
+    :attr:`zero_terminal_snr` lets the schedulers refuse the steps that need them there.
+
+    Args:
+        alpha_bars: ``(N,)`` table ``alpha_bar_k``, decreasing, in ``[0, 1)``; only the last entry may be 0.
+        schedule: a short description for ``repr`` and model cards (e.g. ``"squaredcos_cap_v2"``).
+        sampling_eps: smallest time the samplers integrate down to.
+    """
+
+    name = "vp"
+
+    def __init__(self, alpha_bars: torch.Tensor, schedule: str = "table", sampling_eps: float = 1e-3):
+        abar = torch.as_tensor(alpha_bars, dtype=torch.float64).reshape(-1)
+        super().__init__(N=max(len(abar), 2), T=1.0, sampling_eps=sampling_eps)
+        if len(abar) < 2 or not ((abar[:-1] > 0) & (abar[:-1] < 1)).all() or not 0 <= float(abar[-1]) < 1:
+            raise ValueError("alpha_bars must hold at least 2 values in (0, 1) (the last may be 0), got "
+                             f"{len(abar)} values in [{float(abar.min()):.3g}, {float(abar.max()):.3g}]")
+        if not (abar[1:] < abar[:-1]).all():
+            raise ValueError("alpha_bars must be strictly decreasing (more noise at larger k)")
+        self.alpha_bars, self.schedule = abar, schedule
+        self.zero_terminal_snr = bool(abar[-1] == 0)
+        self.lam = 0.5 * (abar.log() - torch.log1p(-abar))  # half-log-SNR at t_k; -inf at a zero-SNR end
+        self._on_device = {self.lam.device: (self.lam, abar)}
+
+    def _tables(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        # (lambda_k, alpha_bar_k) on the samples' device, copied once: no host round trip per score call
+        if device not in self._on_device:
+            self._on_device[device] = (self.lam.to(device), self.alpha_bars.to(device))
+        return self._on_device[device]
+
+    def _log_alpha_beta(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(log alpha(t), beta(t))`` in float64 (see the class docstring): ``k = t (N - 1)`` lies in the table
+        interval ``[lo, lo + 1]`` with weight ``w`` on its right end."""
+        lams, abar = self._tables(t.device)
+        k = (t.to(torch.float64) * (self.N - 1)).clamp(0, self.N - 1)
+        lo = k.floor().clamp(max=self.N - 2).long()
+        w = k - lo.to(k)
+        last = (lo == self.N - 2) & self.zero_terminal_snr  # a zero-SNR last interval
+        hi_lam = torch.where(last, lams[lo], lams[lo + 1])  # a finite stand-in on a zero-SNR interval
+        lam = (1 - w) * lams[lo] + w * hi_lam
+        slope = (hi_lam - lams[lo]) * (self.N - 1)  # d lambda / dt
+        log_alpha = 0.5 * torch.nn.functional.logsigmoid(2 * lam)
+        beta = -2 * slope * torch.sigmoid(-2 * lam)
+        # zero-SNR last interval: alpha = alpha_{N-2} (1 - w), beta = -2 alpha' / alpha = 2 (N - 1) / (1 - w)
+        log_alpha = torch.where(last, 0.5 * abar[lo].log() + torch.log1p(-w), log_alpha)
+        beta = torch.where(last, 2 * (self.N - 1) / (1 - w), beta)
+        return log_alpha, beta
+
+    def sde(self, x, t):
+        beta = self._log_alpha_beta(t)[1].to(t.dtype)
+        return -0.5 * append_dims(beta, x.ndim) * x, beta.sqrt()
+
+    def marginal_coef(self, t):
+        log_alpha = self._log_alpha_beta(t)[0]
+        std = (-torch.expm1(2 * log_alpha)).sqrt()
+        return log_alpha.exp().to(t.dtype), std.to(t.dtype)
+
+    def langevin_alpha(self, t: torch.Tensor) -> torch.Tensor:
+        # alpha_i = 1 - beta_i = alpha_bar_k / alpha_bar_{k-1} of the table (alpha_bar_{-1} = 1)
+        dt = 1.0 / (self.N - 1)
+        a = self.marginal_coef(t)[0]
+        a_prev = torch.where(t >= dt, self.marginal_coef((t - dt).clamp_min(0))[0], torch.ones_like(a))
+        return (a / a_prev) ** 2
+
+    def config(self) -> dict:
+        return {"schedule": self.schedule, **super().config()}
+
+
 class VESDE(SDE):
     """Variance-exploding SDE (eq. 9's limit): ``dx = sigma(t) sqrt(2 log(sigma_max / sigma_min)) dw``.
 

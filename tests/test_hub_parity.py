@@ -133,3 +133,74 @@ def test_vp_euler_maruyama_step_equals_score_sde_vp_scheduler():
                                                      torch.Generator().manual_seed(7))
         torch.testing.assert_close(got_mean, want_mean, rtol=1e-9, atol=1e-9)
         torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)
+
+
+def _ddim_pipeline(unet, config, steps, seed, **call):
+    ref = DDIMPipeline(unet=unet, scheduler=DDIMScheduler.from_config(config))
+    ref.set_progress_bar_config(disable=True)
+    return ref(batch_size=2, num_inference_steps=steps, generator=torch.Generator().manual_seed(seed),
+               output_type="np", **call).images
+
+
+@pytest.mark.parametrize("eta", [0.0, 1.0])
+def test_ddim_pipeline_default_clipping_is_reproduced(ddpm_unet, eta):
+    """DDIMPipeline on google/ddpm-cifar10-32's config: x0 clipped, the model's own epsilon kept for the direction."""
+    steps, seed = 10, 5
+    want = _ddim_pipeline(ddpm_unet, _ddpm_config(), steps, seed, eta=eta)  # use_clipped_model_output unset
+    ours = ScoreSDEODEScheduler.from_config(_ddpm_config(), solver="ddim", eta=eta, discretization="discrete",
+                                            clip_sample=True, use_clipped_model_output=False)
+    assert abs(_ours(ddpm_unet, ours, steps, seed).images - want).max() < ATOL
+    # the other clipping mode (the score of the clipped x0) is a different sampler, far beyond float error
+    other = ScoreSDEODEScheduler.from_config(_ddpm_config(), solver="ddim", eta=eta, discretization="discrete",
+                                             clip_sample=True)
+    assert abs(_ours(ddpm_unet, other, steps, seed).images - want).max() > 100 * ATOL
+
+
+def test_clipped_x0_with_own_epsilon_is_a_discrete_ddim_mode():
+    with pytest.raises(ValueError, match="use_clipped_model_output=False.*discretization='discrete'"):
+        ScoreSDEODEScheduler(solver="ddim", clip_sample=True, use_clipped_model_output=False)
+
+
+DDPM_FAMILY_CONFIGS = {  # Hub-style DDPM-family schedulers beyond the linear epsilon one
+    "cosine-epsilon": dict(beta_schedule="squaredcos_cap_v2"),
+    "linear-v": dict(prediction_type="v_prediction"),
+    "scaled-linear-sample": dict(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
+                                 prediction_type="sample"),
+    "cosine-v-linspace-offset": dict(beta_schedule="squaredcos_cap_v2", prediction_type="v_prediction",
+                                     timestep_spacing="linspace", set_alpha_to_one=False),
+    "zero-snr-v-trailing": dict(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
+                                prediction_type="v_prediction", rescale_betas_zero_snr=True,
+                                timestep_spacing="trailing"),
+}
+
+
+# eta = 1 from alpha_bar ~ 0 (the first "linspace" / "trailing" label: 2e-9 on the cosine schedule, 0 at zero SNR)
+# makes diffusers' own float32 direction coefficient sqrt(1 - alpha_bar' - sigma^2) cancel (1e-4 off a float64
+# reference, NaN at zero SNR; scorekit computes it without cancellation): those run at eta = 0 only
+DDIM_CASES = [(name, eta) for name in DDPM_FAMILY_CONFIGS for eta in (0.0, 1.0)
+              if eta == 0.0 or DDPM_FAMILY_CONFIGS[name].get("timestep_spacing", "leading") == "leading"]
+
+
+@pytest.mark.parametrize("name,eta", DDIM_CASES)
+def test_ddim_equals_ddim_pipeline_on_ddpm_family_schedules(ddpm_unet, name, eta):
+    steps, seed = 7, 8  # 1000 // 7 = 142: "linspace" and "trailing" labels are not multiples of the DDIM stride
+    config = DDIMScheduler(clip_sample=False, **DDPM_FAMILY_CONFIGS[name]).config
+    want = _ddim_pipeline(ddpm_unet, config, steps, seed, eta=eta)
+    ours = ScoreSDEODEScheduler.from_config(config, eta=eta, discretization="discrete")
+    assert ours.config.solver == "ddim"
+    out = _ours(ddpm_unet, ours, steps, seed)
+    assert out.nfe == steps
+    assert abs(out.images - want).max() < ATOL
+
+
+@pytest.mark.parametrize("name", ["cosine-epsilon", "linear-v"])
+def test_ancestral_equals_ddpm_pipeline_on_ddpm_family_schedules(ddpm_unet, name):
+    steps, seed = 12, 9
+    config = DDPMScheduler(clip_sample=False, variance_type="fixed_small", **DDPM_FAMILY_CONFIGS[name]).config
+    ref = DDPMPipeline(unet=ddpm_unet, scheduler=DDPMScheduler.from_config(config))
+    ref.set_progress_bar_config(disable=True)
+    want = ref(batch_size=2, num_inference_steps=steps, generator=torch.Generator().manual_seed(seed),
+               output_type="np").images
+    ours = ScoreSDEPCScheduler.from_config(config, predictor="ancestral_sampling", corrector="none",
+                                           discretization="discrete")
+    assert abs(_ours(ddpm_unet, ours, steps, seed).images - want).max() < ATOL

@@ -40,9 +40,10 @@ def test_ncsnpp_config_maps_to_ve():
     assert s.config.snr == 0.075 and s.config.prediction_type == "sigma" and s.data_range == (0.0, 1.0)
 
 
-def test_non_linear_ddpm_schedule_is_refused():
-    with pytest.raises(ValueError, match="beta_schedule"):
-        ScoreSDEPCScheduler.from_config(DDPMScheduler(beta_schedule="squaredcos_cap_v2").config)
+def test_unknown_ddpm_schedule_is_refused_by_name():
+    config = {**DDPMScheduler().config, "beta_schedule": "exp", "_class_name": "DDPMScheduler"}
+    with pytest.raises(ValueError, match="beta_schedule='exp'.*squaredcos_cap_v2"):
+        ScoreSDEPCScheduler.from_config(config)
 
 
 @pytest.mark.parametrize("cls", [ScoreSDEPCScheduler, ScoreSDEODEScheduler])

@@ -18,20 +18,26 @@ from .options import DDIMOptions
 __all__ = ["ddim_step", "tweedie_denoise", "ddim_loop"]
 
 
-def ddim_step(x, t, t_next, score_fn, sde: SDE, generator=None, eta: float = 0.0):
+def ddim_step(x, t, t_next, score_fn, sde: SDE, generator=None, eta: float = 0.0, x0: torch.Tensor | None = None):
     """One DDIM step from ``t`` to ``t_next``; returns ``(x_next, x0_pred)``.
 
     ``x0 = (x + std^2 score) / alpha`` (Tweedie), ``eps = -std * score`` and (DDIM eq. 12)
     ``x_next = alpha' x0 + sqrt(std'^2 - c^2) eps + c z`` with
-    ``c = eta std' sqrt(1 - (alpha std' / (alpha' std))^2)``.
+    ``c = eta std' sqrt(1 - (alpha std' / (alpha' std))^2)``. A given ``x0`` (shaped like ``x``) replaces Tweedie's
+    while ``eps`` stays the score's: diffusers' clipped x0 with the model's own epsilon, or a model's x0 at
+    ``alpha = 0``.
     """
     a, s = sde.marginal_coef(t)
     a_n, s_n = sde.marginal_coef(t_next)
     score = score_fn(x, t)
-    x0 = tweedie_x0(x, score, append_dims(a, x.ndim), append_dims(s, x.ndim))
+    if x0 is None:
+        x0 = tweedie_x0(x, score, append_dims(a, x.ndim), append_dims(s, x.ndim))
     eps = -append_dims(s, x.ndim) * score
-    c = eta * s_n * (1 - (a * s_n / (a_n * s)) ** 2).clamp_min(0).sqrt()
-    x_next = append_dims(a_n, x.ndim) * x0 + append_dims((s_n**2 - c**2).clamp_min(0).sqrt(), x.ndim) * eps
+    r2 = (a * s_n / (a_n * s)).square().clamp(max=1)
+    c = eta * s_n * (1 - r2).sqrt()
+    # sqrt(std'^2 - c^2) = std' sqrt(1 - eta^2 (1 - r2)): no cancellation when c ~ std' (eta = 1, alpha ~ 0)
+    direction = s_n * ((1 - eta**2) + eta**2 * r2).clamp_min(0).sqrt()
+    x_next = append_dims(a_n, x.ndim) * x0 + append_dims(direction, x.ndim) * eps
     if eta > 0:
         x_next = x_next + append_dims(c, x.ndim) * randn_like(x, generator)
     return x_next, x0

@@ -4,11 +4,14 @@ scorekit's default (``discretization="continuous"``) steps exactly between times
 grid from ``T`` to ``eps`` (Song et al. 2021). diffusers and the paper's code instead step on the *training*
 discretization of the checkpoint:
 
-- DDPM / DDIM (VP): integer timesteps ``k`` with ``alpha_bar_k = prod_{j<=k} (1 - beta_j)``, ``beta_j`` linear from
-  ``beta_min / N`` to ``beta_max / N``; ``k = -1`` is clean data (``alpha_bar = 1``). Inference timesteps use
-  diffusers' ``"leading"`` spacing ``k_i = (S - 1 - i) * (N // S) + steps_offset``. The continuous time of label ``k``
-  is ``t = k / (N - 1)`` (the paper's time label ``t * (N - 1)``), so 1000 DDPM steps visit ``t = 1, 998/999, ...,
-  0`` and then land on clean data, where scorekit's continuous grid stops at ``eps = 1e-3``.
+- DDPM / DDIM (VP): integer timesteps ``k`` with ``alpha_bar_k = prod_{j<=k} (1 - beta_j)`` (the config's
+  schedule: linear from ``beta_min / N`` to ``beta_max / N``, cosine, scaled-linear, trained, zero terminal SNR; see
+  :mod:`~scorekit.schedulers.alpha_bars`); ``k = -1`` is clean data (``alpha_bar = 1``, or ``alpha_bar_0`` with
+  DDIM's ``set_alpha_to_one=False``). Inference timesteps follow the config's ``timestep_spacing`` (default
+  ``"leading"``: ``k_i = (S - 1 - i) * (N // S) + steps_offset``). The continuous time of label ``k`` is
+  ``t = k / (N - 1)`` (the paper's time label ``t * (N - 1)``), so 1000 DDPM steps visit ``t = 1, 998/999, ..., 0``
+  and then land on clean data, where scorekit's continuous grid stops at ``eps = 1e-3``. A DDPM step lands on the
+  next label; a DDIM step on ``k - N // S`` (diffusers' rule, the same for "leading" spacing).
 - ScoreSdeVe (VE): continuous times ``t_i = linspace(1, eps, S)`` feed the model ``sigma(t_i)``, but the step uses
   the geometric ladder ``sigma_k = exp(linspace(log sigma_min, log sigma_max, S))[k]`` with ``k = floor(t (S - 1))``
   and ``sigma_{-1} = 0`` (so the last step lands on clean data).
@@ -41,21 +44,23 @@ class DiscreteSchedule(SDE):
         to_index: maps times ``t`` ``(B,)`` to long indices ``(B,)`` (negative = clean).
         variance_type: ancestral noise: ``"fixed_large"`` (``beta_k``, DDPM's and the paper's VP choice; no noise
             on the last step) or ``"fixed_small"`` (the posterior variance ``beta_k (1 - abar_{k-1}) / (1 - abar_k)``).
+        final: ``(alpha, std)`` at index ``-1`` (default ``(1, 0)``: clean data).
     """
 
     name = "discrete"
 
     def __init__(self, alphas: torch.Tensor, stds: torch.Tensor, to_index: Callable[[torch.Tensor], torch.Tensor],
-                 variance_type: str = "fixed_large"):
+                 variance_type: str = "fixed_large", final: tuple[torch.Tensor, torch.Tensor] | None = None):
         super().__init__(N=len(alphas), T=1.0, sampling_eps=0.5)
         self.alphas, self.stds, self.to_index, self.variance_type = alphas, stds, to_index, variance_type
+        self.final = (torch.tensor(1.0), torch.tensor(0.0)) if final is None else final
 
     def marginal_coef(self, t):
         k = self.to_index(t)
         clean = k < 0
         k = k.clamp(0, len(self.alphas) - 1).to(self.alphas.device)
-        a = torch.where(clean, torch.ones_like(t), self.alphas[k].to(t))
-        s = torch.where(clean, torch.zeros_like(t), self.stds[k].to(t))
+        a = torch.where(clean, self.final[0].to(t), self.alphas[k].to(t))
+        s = torch.where(clean, self.final[1].to(t), self.stds[k].to(t))
         return a, s
 
     def ancestral_std(self, t, t_next):
@@ -74,25 +79,34 @@ class DiscreteSchedule(SDE):
         return t - 1.0
 
 
-def ddpm_alpha_bars(beta_min: float, beta_max: float, num_train_timesteps: int) -> torch.Tensor:
-    """``alpha_bar_k`` ``(N,)`` of DDPM's linear betas ``linspace(beta_min / N, beta_max / N, N)`` (float32, like
-    diffusers)."""
-    n = num_train_timesteps
-    betas = torch.linspace(beta_min / n, beta_max / n, n, dtype=torch.float32)
-    return torch.cumprod(1.0 - betas, dim=0)
+def alpha_bar_schedule(alpha_bars: torch.Tensor, variance_type: str = "fixed_large",
+                       final_alpha_bar: float = 1.0) -> DiscreteSchedule:
+    """The DDPM / DDIM table of ``alpha_bars`` ``(N,)`` (any schedule, see :mod:`~scorekit.schedulers.alpha_bars`);
+    times are the integer labels themselves (``t = k``), and index ``-1`` has ``alpha_bar = final_alpha_bar``
+    (DDIM's ``set_alpha_to_one``: 1, or ``alpha_bar_0`` when false)."""
+    final = torch.tensor(float(final_alpha_bar))
+    return DiscreteSchedule(alpha_bars.sqrt(), (1.0 - alpha_bars).sqrt(), lambda t: t.round().long(), variance_type,
+                            final=(final.sqrt(), (1 - final).sqrt()))
 
 
-def ddpm_schedule(beta_min: float, beta_max: float, num_train_timesteps: int, variance_type: str) -> DiscreteSchedule:
-    """DDPM's table; times are the integer labels themselves (``t = k``)."""
-    abar = ddpm_alpha_bars(beta_min, beta_max, num_train_timesteps)
-    return DiscreteSchedule(abar.sqrt(), (1.0 - abar).sqrt(), lambda t: t.round().long(), variance_type)
+TIMESTEP_SPACINGS = ("leading", "trailing", "linspace")
 
 
-def leading_timesteps(num_train_timesteps: int, num_inference_steps: int, steps_offset: int = 0) -> torch.Tensor:
-    """diffusers' default ``"leading"`` spacing: ``k_i = (S - 1 - i) * (N // S) + steps_offset`` (float32 labels)."""
-    ratio = num_train_timesteps // num_inference_steps
-    k = (np.arange(0, num_inference_steps) * ratio).round()[::-1].copy().astype(np.int64) + steps_offset
-    return torch.from_numpy(k).to(torch.float32)
+def diffusers_timesteps(num_train_timesteps: int, num_inference_steps: int, spacing: str = "leading",
+                        steps_offset: int = 0) -> torch.Tensor:
+    """diffusers' DDPM / DDIM inference labels (float32 ``(S,)``, decreasing), by ``timestep_spacing`` (Lin et al.
+    2024, Table 2): ``"leading"`` ``k_i = (S - 1 - i) (N // S) + steps_offset``; ``"trailing"``
+    ``round(N - i N / S) - 1`` (starts at ``N - 1``); ``"linspace"`` ``round(linspace(0, N - 1, S))`` reversed."""
+    n, s = num_train_timesteps, num_inference_steps
+    if spacing == "leading":
+        k = (np.arange(0, s) * (n // s)).round()[::-1].astype(np.int64) + steps_offset
+    elif spacing == "trailing":
+        k = np.round(np.arange(n, 0, -n / s)).astype(np.int64) - 1
+    elif spacing == "linspace":
+        k = np.linspace(0, n - 1, s).round()[::-1].astype(np.int64)
+    else:
+        raise ValueError(f"timestep_spacing={spacing!r} is not supported; expected one of {list(TIMESTEP_SPACINGS)}")
+    return torch.from_numpy(k.copy()).to(torch.float32)
 
 
 def smld_schedule(sde: VESDE, num_inference_steps: int) -> DiscreteSchedule:

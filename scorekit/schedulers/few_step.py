@@ -61,7 +61,7 @@ class FewStepSchedulerMixin:
         """Tweedie's x0 at stage ``stage`` from the raw model output (the kernel ``scorekit.sample`` uses)."""
         g = self._stages
         t = batch_time(float(g.t[stage]), x.shape[0], x)
-        score = output_to_score(model_output.to(x.dtype), t, self.sde, self.config.prediction_type)
+        score = output_to_score(model_output.to(x.dtype), t, self.sde, self.config.prediction_type, x)
         return tweedie_x0(x, score, float(g.alpha[stage]), float(g.std[stage]))
 
     def _few_step_step(self, model_output, sample, generator) -> tuple[torch.Tensor, torch.Tensor]:

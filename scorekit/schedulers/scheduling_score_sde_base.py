@@ -16,21 +16,23 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin, SchedulerOutpu
 
 from ..numerics import compute_dtype
 from ..samplers.grids import make_grid, steps_of_timesteps
-from ..score import PARAMETERIZATIONS, model_time_input, output_to_score
-from ..sde import SDE, SDES, get_sde
+from ..score import PREDICTION_TYPES, model_time_input, output_to_denoised, output_to_score
+from ..sde import SDE, SDES, DiscreteVPSDE, get_sde
 from ..utils import append_dims, batch_time, check_choice, check_positive
+from .alpha_bars import alpha_bar_table
 from .discrete import (
     DISCRETIZATIONS,
     VARIANCE_TYPES,
+    alpha_bar_schedule,
     clip_denoised_score,
-    ddpm_schedule,
-    leading_timesteps,
+    diffusers_timesteps,
     smld_schedule,
 )
+from .foreign import SUPPORTED_FOREIGN, translate_foreign_config
 
 DEFAULT_EPS = {"vp": 1e-3, "subvp": 1e-3, "ve": 1e-5}
 DEFAULT_DATA_RANGE = {"vp": (-1.0, 1.0), "subvp": (-1.0, 1.0), "ve": (0.0, 1.0)}
-SUPPORTED_FOREIGN = ("DDPMScheduler", "DDIMScheduler", "ScoreSdeVeScheduler", "ScoreSdeVpScheduler")
+ZERO_SNR_PREDICTIONS = ("sample", "v_prediction")  # the parameterizations that give x0 where alpha = 0
 
 
 @dataclass
@@ -46,73 +48,23 @@ class ScoreSDESchedulerOutput(SchedulerOutput):
     prev_sample_mean: torch.Tensor | None = None
 
 
-def translate_foreign_config(config: dict[str, Any]) -> dict[str, Any]:
-    """Map a DDPM / DDIM / ScoreSdeVe / ScoreSdeVp scheduler config onto scorekit's keys (others pass through).
-
-    DDPM linear betas over N steps are the VP SDE's discrete betas with ``beta_min = N * beta_start`` and
-    ``beta_max = N * beta_end`` (exact: 1e-4, 0.02, 1000 -> 0.1, 20).
-    """
-    config = dict(config)
-    name = config.get("_class_name") or _guess_class_name(config)
-    if name in SUPPORTED_FOREIGN:
-        config.pop("_use_default_values", None)  # those defaults were the foreign class's, not ours
-    if name in ("DDPMScheduler", "DDIMScheduler"):
-        if config.get("beta_schedule", "linear") != "linear" or config.get("trained_betas") is not None:
-            raise ValueError(f"only linear-beta {name} configs map to a VP SDE; got beta_schedule="
-                             f"{config.get('beta_schedule')!r}, trained_betas={config.get('trained_betas')!r}")
-        prediction = config.get("prediction_type", "epsilon")
-        if prediction != "epsilon":
-            raise ValueError(f"{name} prediction_type={prediction!r} is not supported; expected 'epsilon'")
-        n = int(config.get("num_train_timesteps", 1000))
-        variance = config.get("variance_type", "fixed_large")
-        if variance not in VARIANCE_TYPES:
-            raise ValueError(f"{name} variance_type={variance!r} cannot be converted; expected one of "
-                             f"{VARIANCE_TYPES}")
-        config.update(sde_type="vp", num_train_timesteps=n, beta_min=n * float(config.get("beta_start", 1e-4)),
-                      beta_max=n * float(config.get("beta_end", 0.02)), prediction_type="epsilon",
-                      data_range=[-1.0, 1.0], variance_type=variance)
-        config.setdefault("sampling_eps", 1e-3)
-        # diffusers clips x0 by default; the paper does not: pass clip_sample=True to from_config to match diffusers
-        config.update(clip_sample=False, _diffusers_clip_sample=config.get("clip_sample", True))
-    elif name == "ScoreSdeVeScheduler":
-        config.update(sde_type="ve", prediction_type="sigma", data_range=[0.0, 1.0])
-        if "correct_steps" in config:
-            config.setdefault("n_corrector_steps", config["correct_steps"])
-    elif name == "ScoreSdeVpScheduler":
-        config.update(sde_type="vp", prediction_type="epsilon", data_range=[-1.0, 1.0])
-    return config
-
-
-def _guess_class_name(config: dict[str, Any]) -> str | None:
-    # `scheduler.config` carries no `_class_name` (only the saved JSON does): recognise the foreign keys instead.
-    if "sde_type" in config:
-        return None
-    if "beta_start" in config:
-        return "DDPMScheduler"
-    if "correct_steps" in config or "sigma_max" in config:
-        return "ScoreSdeVeScheduler"
-    if "beta_min" in config:
-        return "ScoreSdeVpScheduler"
-    return None
-
-
 class ScoreSDESchedulerBase(SchedulerMixin, ConfigMixin):
     """Common machinery of :class:`ScoreSDEPCScheduler` and :class:`ScoreSDEODEScheduler`."""
 
     _compatibles = list(SUPPORTED_FOREIGN)
     order = 1
+    _ddim_rule = False  # the ODE scheduler's discrete steps are DDIM's (next label k - N // S, set_alpha_to_one)
 
     def _setup(self, sde_type, beta_min, beta_max, sigma_min, sigma_max, num_train_timesteps, sampling_eps,
-               prediction_type, data_range):
+               prediction_type, data_range, beta_schedule="linear", trained_betas=None, rescale_betas_zero_snr=False):
         check_choice("sde_type", sde_type, SDES)
-        check_choice("prediction_type", prediction_type, PARAMETERIZATIONS)
+        check_choice("prediction_type", prediction_type, PREDICTION_TYPES)
         eps = DEFAULT_EPS[sde_type] if sampling_eps is None else sampling_eps
-        kwargs = {"N": num_train_timesteps, "sampling_eps": eps}
-        if sde_type == "ve":
-            kwargs.update(sigma_min=sigma_min, sigma_max=sigma_max)
-        else:
-            kwargs.update(beta_min=beta_min, beta_max=beta_max)
-        self.sde: SDE = get_sde(sde_type, **kwargs)
+        self.sde: SDE = build_sde(sde_type, beta_min, beta_max, sigma_min, sigma_max, num_train_timesteps, eps,
+                                  beta_schedule, trained_betas, rescale_betas_zero_snr)
+        if sde_type == "vp":  # diffusers' names of the betas, so that Foo.from_config(this.config) keeps the model's
+            n = num_train_timesteps
+            self.register_to_config(beta_start=beta_min / n, beta_end=beta_max / n)
         lo, hi = DEFAULT_DATA_RANGE[sde_type] if data_range is None else data_range
         if not hi > lo:
             raise ValueError(f"data_range must be (low, high) with high > low, got {data_range!r}")
@@ -121,13 +73,21 @@ class ScoreSDESchedulerBase(SchedulerMixin, ConfigMixin):
         self.num_inference_steps = None
         self.timesteps = torch.empty(0)
         self._t_grid = torch.empty(0)
+        self._next_grid = None
         self._table = None
 
-    def _setup_discretization(self, discretization: str, variance_type: str, clip_sample: bool) -> None:
+    def _setup_discretization(self, discretization: str, variance_type: str, clip_sample: bool,
+                              use_clipped_model_output: bool = True) -> None:
         check_choice("discretization", discretization, DISCRETIZATIONS)
         check_choice("variance_type", variance_type, VARIANCE_TYPES)
-        if not isinstance(clip_sample, bool):
-            raise TypeError(f"clip_sample must be a bool, got {clip_sample!r}")
+        for name, value in (("clip_sample", clip_sample), ("use_clipped_model_output", use_clipped_model_output)):
+            if not isinstance(value, bool):
+                raise TypeError(f"{name} must be a bool, got {value!r}")
+        if getattr(self.sde, "zero_terminal_snr", False) and discretization != "discrete":
+            raise ValueError("rescale_betas_zero_snr=True (alpha_bar(1) = 0) needs discretization='discrete': every "
+                             "continuous sampler starts at t = 1, where beta(1) and std / alpha are infinite and "
+                             "Tweedie's x0 = (x + std^2 score) / alpha is 0 / 0 (the prior N(0, I) is exact there, "
+                             "but the score carries no information about x0)")
 
     @property
     def step_sde(self):
@@ -137,8 +97,10 @@ class ScoreSDESchedulerBase(SchedulerMixin, ConfigMixin):
 
     @classmethod
     def from_config(cls, config=None, return_unused_kwargs=False, **kwargs):
-        """Instantiate from a config; DDPM, DDIM and ScoreSdeVe configs are translated first."""
-        config = translate_foreign_config(config if config is not None else {})
+        """Instantiate from a config; DDPM, DDIM, DPM-Solver multistep and ScoreSdeVe configs are translated first
+        (see :mod:`scorekit.schedulers.foreign`: every key that changes the math is honoured, refused by name, or
+        reported by a warning when the conversion drops it; ``kwargs`` override the config)."""
+        config = translate_foreign_config(config if config is not None else {}, kwargs, cls.__name__)
         return super().from_config(config, return_unused_kwargs=return_unused_kwargs, **kwargs)
 
     # --- time grid -------------------------------------------------------------------------------------------------
@@ -148,8 +110,9 @@ class ScoreSDESchedulerBase(SchedulerMixin, ConfigMixin):
         ``timesteps`` (strictly decreasing times in ``[sampling_eps, T]``; a grid starting below ``T`` needs a start
         state drawn there, see :func:`scorekit.samplers.grids.start_state`).
 
-        With ``discretization="discrete"`` the timesteps are diffusers': DDPM/DDIM integer labels with ``"leading"``
-        spacing (VP, sub-VP) or ScoreSdeVe's ``linspace(1, sampling_eps, S)`` (VE); the last step lands on clean data.
+        With ``discretization="discrete"`` the timesteps are diffusers': DDPM/DDIM integer labels with the config's
+        ``timestep_spacing`` and ``steps_offset`` (VP, sub-VP) or ScoreSdeVe's ``linspace(1, sampling_eps, S)`` (VE);
+        the last step lands on clean data (or on ``alpha_bar_0`` with DDIM's ``set_alpha_to_one=False``).
         """
         discrete = self.config.get("discretization", "continuous") == "discrete"
         if discrete and timesteps is not None:
@@ -167,20 +130,36 @@ class ScoreSDESchedulerBase(SchedulerMixin, ConfigMixin):
 
     def _discrete_grid(self, steps: int) -> torch.Tensor:
         c = self.config
+        self._next_grid = None
         if c.sde_type == "ve":
             self._table = smld_schedule(self.sde, steps)
             times = torch.linspace(1, self.sde.sampling_eps, steps)
-        else:
-            if c.get("timestep_spacing", "leading") != "leading":
-                raise ValueError(f"discretization='discrete' follows diffusers' 'leading' timestep_spacing; the "
-                                 f"config has timestep_spacing={c.timestep_spacing!r}")
-            if steps > c.num_train_timesteps:
-                raise ValueError(f"num_inference_steps={steps} exceeds num_train_timesteps={c.num_train_timesteps} "
-                                 f"with discretization='discrete'")
-            self._table = ddpm_schedule(c.beta_min, c.beta_max, c.num_train_timesteps,
-                                         c.get("variance_type", "fixed_large"))
-            times = leading_timesteps(c.num_train_timesteps, steps, int(c.get("steps_offset", 0)))
-        return torch.cat([times, torch.tensor([-1.0])])  # -1: clean data
+            return torch.cat([times, torch.tensor([-1.0])])  # -1: clean data
+        n = c.num_train_timesteps
+        if steps > n:
+            raise ValueError(f"num_inference_steps={steps} exceeds num_train_timesteps={n} with "
+                             f"discretization='discrete'")
+        abar = alpha_bar_table(n, c.beta_min / n, c.beta_max / n, c.get("beta_schedule", "linear"),
+                               c.get("trained_betas"), c.get("rescale_betas_zero_snr", False))
+        final = 1.0 if c.get("set_alpha_to_one", True) or not self._ddim_rule else float(abar[0])
+        self._table = alpha_bar_schedule(abar, c.get("variance_type", "fixed_large"), final)
+        times = diffusers_timesteps(n, steps, c.get("timestep_spacing", "leading"), int(c.get("steps_offset", 0)))
+        if float(abar[int(times[0])]) == 0:
+            self._check_zero_snr_start(int(times[0]))
+        if self._ddim_rule:  # DDIMScheduler.step lands on k - N // S (-1: the final alpha_bar)
+            self._next_grid = (times - n // steps).clamp_min(-1.0)
+        return torch.cat([times, torch.tensor([-1.0])])
+
+    def _check_zero_snr_start(self, k: int) -> None:
+        """The first timestep ``k`` has ``alpha_bar_k = 0`` (zero terminal SNR with "trailing" / "linspace"
+        spacing): only a DDIM step from the model's own x0 (a sample / v model) is defined there."""
+        prediction = self.config.prediction_type
+        if not self._ddim_rule or prediction not in ZERO_SNR_PREDICTIONS:
+            raise ValueError(f"the first timestep {k} has alpha_bar = 0 (rescale_betas_zero_snr=True with "
+                             f"timestep_spacing={self.config.get('timestep_spacing')!r}): x0 there comes only from "
+                             f"a model with prediction_type in {list(ZERO_SNR_PREDICTIONS)} (got {prediction!r}) via "
+                             f"ScoreSDEODEScheduler(solver='ddim', discretization='discrete'), as DDIMScheduler "
+                             f"steps; or use timestep_spacing='leading', which starts below it")
 
     def _stage_times(self) -> torch.Tensor:
         return self._t_grid[:-1]
@@ -190,7 +169,7 @@ class ScoreSDESchedulerBase(SchedulerMixin, ConfigMixin):
         if self.num_inference_steps is None:
             raise ValueError("call set_timesteps(num_inference_steps) before step()")
         i = int(torch.argmin((self._t_grid[:-1] - torch.as_tensor(timestep, dtype=torch.float32).cpu()).abs()))
-        return self._t_grid[i + 1]
+        return self._t_grid[i + 1] if self._next_grid is None else self._next_grid[i]
 
     # --- model interface -------------------------------------------------------------------------------------------
     def model_timestep(self, timestep: float | torch.Tensor, sample: torch.Tensor) -> torch.Tensor:
@@ -203,7 +182,7 @@ class ScoreSDESchedulerBase(SchedulerMixin, ConfigMixin):
     def convert_model_output(self, model_output: torch.Tensor, timestep, sample: torch.Tensor) -> torch.Tensor:
         """Turn the raw network output at ``timestep`` into the score (``-eps / std`` for epsilon models)."""
         t = batch_time(timestep, sample.shape[0], sample)
-        return output_to_score(model_output, t, self.sde, self.config.prediction_type)
+        return output_to_score(model_output, t, self.sde, self.config.prediction_type, sample)
 
     def _step_inputs(self, model_output, timestep, sample):
         """``(score_fn, t)`` for one step: the model output as a constant score function and ``t`` of shape (B,).
@@ -214,10 +193,20 @@ class ScoreSDESchedulerBase(SchedulerMixin, ConfigMixin):
         """
         dtype = compute_dtype(sample.dtype)
         t = batch_time(timestep, sample.shape[0], sample, dtype=dtype)
-        score = output_to_score(model_output.to(dtype), t, self.step_sde, self.config.prediction_type)
-        if self.config.get("clip_sample", False):
-            score = clip_denoised_score(score, sample.to(dtype), t, self.step_sde, self.data_range)
+        x = sample.to(dtype)
+        score = output_to_score(model_output.to(dtype), t, self.step_sde, self.config.prediction_type, x)
+        if self.config.get("clip_sample", False) and self.config.get("use_clipped_model_output", True):
+            score = clip_denoised_score(score, x, t, self.step_sde, self.data_range)
         return (lambda *_: score), t
+
+    def _step_denoised(self, model_output: torch.Tensor, t: torch.Tensor, sample: torch.Tensor) -> torch.Tensor:
+        """The x0 of a discrete DDIM step, straight from the model output as diffusers computes it (Tweedie's
+        ``(x + std^2 score) / alpha`` loses float32 digits where ``alpha`` is tiny, and is 0 / 0 at ``alpha = 0``),
+        clipped to ``data_range`` with ``clip_sample`` (the epsilon is the clipped score's with
+        ``use_clipped_model_output``, else the model's own: DDIMPipeline's default)."""
+        c = self.config
+        x0 = output_to_denoised(model_output.to(t.dtype), sample.to(t.dtype), t, self.step_sde, c.prediction_type)
+        return x0.clamp(*self.data_range) if c.get("clip_sample", False) else x0
 
     @staticmethod
     def _output(x: torch.Tensor, x_mean: torch.Tensor, return_dict: bool, like: torch.Tensor | None = None):
@@ -240,3 +229,22 @@ class ScoreSDESchedulerBase(SchedulerMixin, ConfigMixin):
 
     def __len__(self) -> int:
         return self.config.num_train_timesteps
+
+
+def build_sde(sde_type: str, beta_min: float, beta_max: float, sigma_min: float, sigma_max: float, n: int, eps: float,
+              beta_schedule: str = "linear", trained_betas=None, rescale_betas_zero_snr: bool = False) -> SDE:
+    """The SDE of a scheduler config: VP with linear betas is the continuous VP SDE (eq. 11); any other VP schedule
+    (diffusers' ``beta_schedule``, ``trained_betas``, ``rescale_betas_zero_snr``) a :class:`DiscreteVPSDE` over its
+    ``alpha_bar`` table; sub-VP and VE take only their own keys."""
+    table = beta_schedule != "linear" or trained_betas is not None or rescale_betas_zero_snr
+    if table and sde_type != "vp":
+        raise ValueError(f"beta_schedule={beta_schedule!r}, trained_betas and rescale_betas_zero_snr=True describe a "
+                         f"VP model's discrete schedule; sde_type={sde_type!r} takes only linear betas")
+    if not table:
+        kwargs = {"sigma_min": sigma_min, "sigma_max": sigma_max} if sde_type == "ve" else {
+            "beta_min": beta_min, "beta_max": beta_max}
+        return get_sde(sde_type, N=n, sampling_eps=eps, **kwargs)
+    check_positive("num_train_timesteps", n, integer=True)
+    abar = alpha_bar_table(n, beta_min / n, beta_max / n, beta_schedule, trained_betas, rescale_betas_zero_snr)
+    name = "trained_betas" if trained_betas is not None else beta_schedule
+    return DiscreteVPSDE(abar, schedule=name + (" zero-SNR" if rescale_betas_zero_snr else ""), sampling_eps=eps)

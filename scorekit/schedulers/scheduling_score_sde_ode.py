@@ -32,6 +32,12 @@ def solver_options(config) -> SamplerOptions:
     return cls(**{k: config[k] for k in cls.option_names() if k in config and k != "timesteps"})
 
 
+def __getattr__(name):  # SOLVERS: every value of ``solver``, read live from the registry
+    if name == "SOLVERS":
+        return ode_solvers()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 class ScoreSDEODEScheduler(FewStepSchedulerMixin, ScoreSDESchedulerBase):
     """Sampling through the probability-flow ODE: DPM-Solver++ (the default: 2M on the half-log-SNR grid), its SDE
     variant, EDM Heun, Euler, Heun or DDIM steps, or an adaptive solve.
@@ -57,10 +63,15 @@ class ScoreSDEODEScheduler(FewStepSchedulerMixin, ScoreSDESchedulerBase):
         eta: DDIM stochasticity (0 = deterministic, the PF-ODE's DDIM discretization).
         rtol, atol: tolerances of an adaptive solve.
         denoise: finish with Tweedie's denoising step at ``sampling_eps`` (one extra model call).
-        discretization: ``"continuous"`` or ``"discrete"`` (DDIM on DDPM's integer timesteps with diffusers'
-            ``"leading"`` spacing, ending on clean data: ``DDIMPipeline``'s steps; only ``solver="ddim"``).
-        clip_sample: clip the denoised estimate to ``data_range`` in each step (off: the paper does not clip);
-            matches diffusers' DDIM with ``clip_sample=True, use_clipped_model_output=True``.
+        discretization: ``"continuous"`` or ``"discrete"`` (DDIM on DDPM's integer timesteps with the config's
+            ``timestep_spacing``, ``steps_offset`` and ``set_alpha_to_one``: ``DDIMPipeline``'s steps; only
+            ``solver="ddim"``).
+        clip_sample: clip the denoised estimate to ``data_range`` in each step (off: the paper does not clip).
+        beta_schedule, trained_betas, rescale_betas_zero_snr: a VP model's discrete schedule, as in
+            :class:`ScoreSDEPCScheduler`.
+        use_clipped_model_output: with ``clip_sample``, step with the score of the clipped x0 (``True``: diffusers'
+            DDIM with ``use_clipped_model_output=True``, and every other solver), or (``False``, DDIM on the discrete
+            timesteps only) keep the model's own epsilon for the direction term, as ``DDIMPipeline`` does by default.
     """
 
     @register_to_config
@@ -85,19 +96,30 @@ class ScoreSDEODEScheduler(FewStepSchedulerMixin, ScoreSDESchedulerBase):
         rho: float = 7.0,
         discretization: str = "continuous",
         clip_sample: bool = False,
+        beta_schedule: str = "linear",
+        trained_betas: list[float] | None = None,
+        rescale_betas_zero_snr: bool = False,
+        use_clipped_model_output: bool = True,
         s_churn: float = 0.0,
         s_noise: float = 1.0,
         s_tmin: float = 0.0,
         s_tmax: float = float("inf"),
     ):
         self._setup(sde_type, beta_min, beta_max, sigma_min, sigma_max, num_train_timesteps, sampling_eps,
-                    prediction_type, data_range)
+                    prediction_type, data_range, beta_schedule, trained_betas, rescale_betas_zero_snr)
         check_choice("solver", solver, ode_solvers())
         self.options = solver_options(self.config)
-        self._setup_discretization(discretization, "fixed_large", clip_sample)
+        self._setup_discretization(discretization, "fixed_large", clip_sample, use_clipped_model_output)
         if discretization == "discrete" and solver != "ddim":
             raise ValueError(f"discretization='discrete' needs solver='ddim', got solver={solver!r}")
+        if clip_sample and not use_clipped_model_output and discretization != "discrete":
+            raise ValueError("use_clipped_model_output=False (x0 clipped, the model's own epsilon kept: diffusers' "
+                             "DDIMPipeline default) is a DDIM step on diffusers' timesteps: use solver='ddim', "
+                             "discretization='discrete'; the continuous samplers clip through the score "
+                             "(use_clipped_model_output=True)")
         self._heun_state = None
+
+    _ddim_rule = True
 
     @property
     def order(self) -> int:
@@ -144,8 +166,14 @@ class ScoreSDEODEScheduler(FewStepSchedulerMixin, ScoreSDESchedulerBase):
             return self._output(x, x, return_dict, like)
         t_next = batch_time(self.next_timestep(timestep), sample.shape[0], sample)
         if self.config.solver == "ddim":
-            return self._output(*ddim_step(sample, t, t_next, score_fn, self.step_sde, generator, eta=self.config.eta),
-                                return_dict, like)
+            if self._table is None:
+                return self._output(*ddim_step(sample, t, t_next, score_fn, self.step_sde, generator,
+                                               eta=self.config.eta), return_dict, like)
+            x0 = self._step_denoised(model_output, t, sample)  # diffusers' x0 (Tweedie's is 0 / 0 at alpha = 0)
+            x, _ = ddim_step(sample, t, t_next, score_fn, self.step_sde, generator, eta=self.config.eta, x0=x0)
+            # DDIMPipeline returns the last step's sample: it is not clean data with "trailing" spacing or
+            # set_alpha_to_one=False (they end on alpha_bar_0)
+            return self._output(x, x, return_dict, like)
         d = pf_ode_drift(sample, t, score_fn, self.sde)
         x = euler_update(sample, d, t, t_next)  # Euler step of eq. 13
         if self.config.solver == "heun":

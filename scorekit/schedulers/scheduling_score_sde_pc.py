@@ -48,6 +48,12 @@ class ScoreSDEPCScheduler(ScoreSDESchedulerBase):
             ``"fixed_small"`` (the posterior variance, as google/ddpm-ema-celebahq-256's config asks).
         clip_sample: clip the denoised estimate to ``data_range`` inside each step as diffusers does by default;
             off by default (the paper does not clip).
+        beta_schedule: ``"linear"`` (the VP SDE of eq. 11 with ``beta_min``, ``beta_max``), or diffusers'
+            ``"scaled_linear"``, ``"squaredcos_cap_v2"``, ``"sigmoid"``, ``"laplace"`` over ``num_train_timesteps``
+            with ``beta_start = beta_min / N``, ``beta_end = beta_max / N``: a :class:`~scorekit.sde.DiscreteVPSDE`.
+        trained_betas: the VP model's own ``N`` betas (a :class:`~scorekit.sde.DiscreteVPSDE`).
+        rescale_betas_zero_snr: rescale the VP schedule to ``alpha_bar(1) = 0`` (Lin et al. 2024); needs
+            ``discretization="discrete"`` (see :class:`~scorekit.sde.DiscreteVPSDE`).
     """
 
     @register_to_config
@@ -70,11 +76,14 @@ class ScoreSDEPCScheduler(ScoreSDESchedulerBase):
         discretization: str = "continuous",
         variance_type: str = "fixed_large",
         clip_sample: bool = False,
+        beta_schedule: str = "linear",
+        trained_betas: list[float] | None = None,
+        rescale_betas_zero_snr: bool = False,
         probability_flow: bool = False,
         snr_norm: str | None = None,
     ):
         self._setup(sde_type, beta_min, beta_max, sigma_min, sigma_max, num_train_timesteps, sampling_eps,
-                    prediction_type, data_range)
+                    prediction_type, data_range, beta_schedule, trained_betas, rescale_betas_zero_snr)
         snr_norm = snr_norm or ("batch" if discretization == "discrete" else "auto")
         self.options = PCOptions(predictor=predictor, corrector=corrector, snr=snr,
                                  n_corrector_steps=n_corrector_steps, probability_flow=probability_flow,

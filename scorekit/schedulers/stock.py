@@ -1,8 +1,9 @@
 """Write scorekit schedulers in stock diffusers layouts, so stock pipelines open scorekit-saved models unchanged.
 
-- A VP epsilon model with data in [-1, 1] is saved with a ``DDPMScheduler`` config (linear betas ``beta_min / N`` to
-  ``beta_max / N``): ``DDPMPipeline``, ``DDIMPipeline`` and any DDPM-compatible scheduler (``DPMSolverMultistep``,
-  ...) sample it.
+- A VP epsilon, sample or v-prediction model with data in [-1, 1] is saved with a ``DDPMScheduler`` config (its
+  ``beta_schedule`` with ``beta_start = beta_min / N``, ``beta_end = beta_max / N``, ``trained_betas``,
+  ``rescale_betas_zero_snr``: the same ``alphas_cumprod``): ``DDPMPipeline``, ``DDIMPipeline`` and any DDPM-compatible
+  scheduler (``DPMSolverMultistep``, ...) sample it.
 - A VE sigma model (NCSN++ style) with data in [0, 1] is saved with a ``ScoreSdeVeScheduler`` config.
 
 The full scorekit config (sampler settings, ``sampling_eps``, ``data_range``, ...) rides along under the private
@@ -15,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 STOCK_KEY = "_scorekit"
+DIFFUSERS_PREDICTIONS = ("epsilon", "sample", "v_prediction")  # the prediction types DDPMScheduler knows
 
 
 def to_stock_config(scheduler) -> dict[str, Any] | None:
@@ -24,10 +26,12 @@ def to_stock_config(scheduler) -> dict[str, Any] | None:
 
     c = scheduler.config
     n, data_range = c.num_train_timesteps, tuple(scheduler.data_range)
-    if c.sde_type == "vp" and c.prediction_type == "epsilon" and data_range == (-1.0, 1.0):
+    if c.sde_type == "vp" and c.prediction_type in DIFFUSERS_PREDICTIONS and data_range == (-1.0, 1.0):
         stock = DDPMScheduler(num_train_timesteps=n, beta_start=c.beta_min / n, beta_end=c.beta_max / n,
-                              beta_schedule="linear", variance_type=c.get("variance_type", "fixed_large"),
-                              clip_sample=bool(c.get("clip_sample", False)), prediction_type="epsilon")
+                              beta_schedule=c.get("beta_schedule", "linear"), trained_betas=c.get("trained_betas"),
+                              rescale_betas_zero_snr=bool(c.get("rescale_betas_zero_snr", False)),
+                              variance_type=c.get("variance_type", "fixed_large"),
+                              clip_sample=bool(c.get("clip_sample", False)), prediction_type=c.prediction_type)
     elif c.sde_type == "ve" and c.prediction_type == "sigma" and data_range == (0.0, 1.0):
         stock = ScoreSdeVeScheduler(num_train_timesteps=n, snr=c.get("snr", 0.16), sigma_min=c.sigma_min,
                                     sigma_max=c.sigma_max, sampling_eps=scheduler.sde.sampling_eps,
