@@ -30,8 +30,8 @@ SOLVERS = [
     ("dpm++1 (DDIM)", dict(sampler="dpmsolver++", order=1), 1),
     ("dpm++2M", dict(sampler="dpmsolver++", order=2), 1),
     ("dpm++3M", dict(sampler="dpmsolver++", order=3), 1),
-    ("dpm++2S", dict(sampler="dpmsolver++-singlestep", order=2), 2),
-    ("dpm++3S", dict(sampler="dpmsolver++-singlestep", order=3), 3),
+    ("dpm++2S", dict(sampler="dpmsolver++-singlestep", order=2), 1),  # singlestep steps count evaluations
+    ("dpm++3S", dict(sampler="dpmsolver++-singlestep", order=3), 1),
     ("sde-dpm++2M", dict(sampler="sde-dpmsolver++", order=2), 1),
     ("edm-heun", dict(sampler="edm-heun"), 2),
 ]
@@ -147,7 +147,7 @@ BAR_SOLVERS = [
     ("exact draws (control)", None),
     ("dpm++2M logsnr", dict(sampler="dpmsolver++", order=2, steps=19, time_grid="logsnr")),
     ("dpm++3M logsnr", dict(sampler="dpmsolver++", order=3, steps=19, time_grid="logsnr")),
-    ("dpm++3S uniform", dict(sampler="dpmsolver++-singlestep", order=3, steps=6, time_grid="uniform")),
+    ("dpm++3S uniform", dict(sampler="dpmsolver++-singlestep", order=3, steps=18, time_grid="uniform")),
     ("sde-dpm++2M karras", dict(sampler="sde-dpmsolver++", order=2, steps=19, time_grid="karras")),
 ]
 

@@ -142,7 +142,7 @@ UNET_CONFIGS = {
     "tiny": dict(sample_size=16, in_channels=3, out_channels=3, block_out_channels=(32, 64), layers_per_block=1,
                  norm_num_groups=8, down_block_types=("DownBlock2D", "DownBlock2D"),
                  up_block_types=("UpBlock2D", "UpBlock2D")),
-    # google/ddpm-cifar10-32's unet/config.json (DIFFUSERS-NOTES.md), random weights
+    # google/ddpm-cifar10-32's unet/config.json, random weights
     "ddpm-cifar10-32": dict(sample_size=32, in_channels=3, out_channels=3, block_out_channels=(128, 256, 256, 256),
                             layers_per_block=2, down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D",
                                                                   "DownBlock2D"),

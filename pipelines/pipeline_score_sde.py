@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import PIL.Image
@@ -14,7 +14,9 @@ from diffusers.image_processor import VaeImageProcessor
 
 from scorekit.models.shipped import is_shipped_name, shipped_model_path
 from scorekit.numerics import compute_dtype
-from scorekit.sampling import SAMPLERS, sample
+from scorekit.samplers.options import SamplerOptions
+from scorekit.samplers.registry import get_spec
+from scorekit.sampling import resolve_options, sample
 from scorekit.schedulers import ScoreSDEODEScheduler, ScoreSDEPCScheduler, ScoreSDESchedulerBase
 from scorekit.schedulers.discrete import clip_denoised_score
 from scorekit.schedulers.foreign import SCOREKIT_EQUIVALENT
@@ -29,6 +31,13 @@ from .likelihood_mixin import LikelihoodMixin
 from .outputs import ScoreSDEPipelineOutput
 
 OUTPUT_TYPES = ("pil", "np", "pt")
+# The sampler settings ScoreSDEPipeline.__call__ takes as keyword arguments: every option of every built-in sampler
+# (tests/test_registry.py checks this against the registry); a plug-in sampler's go in `sampler_options`.
+SAMPLER_SETTINGS = ("denoise", "timesteps", "predictor", "corrector", "snr", "n_corrector_steps", "probability_flow",
+                    "snr_norm", "step_size", "method", "rtol", "atol", "eta", "order", "time_grid", "rho", "s_churn",
+                    "s_noise", "s_tmin", "s_tmax")
+# settings of the scheduler that describe the checkpoint, kept when `sampler=` picks another sampler that has them
+MODEL_SETTINGS = ("snr",)
 
 
 def as_score_sde_scheduler(scheduler) -> ScoreSDESchedulerBase:
@@ -222,21 +231,33 @@ class ScoreSDEPipeline(LikelihoodMixin, DiffusionPipeline):
         if num_inference_steps is not None:
             check_count("num_inference_steps", num_inference_steps)
         check_choice("output_type", output_type, OUTPUT_TYPES)
-        if sampler is not None:
-            check_choice("sampler", sampler, SAMPLERS)
+        if sampler is not None and not isinstance(sampler, SamplerOptions):
+            get_spec(sampler)
         if isinstance(generator, list) and len(generator) != batch_size:
             raise ValueError(f"generator is a list of {len(generator)} but batch_size={batch_size}")
         if latents is not None and tuple(latents.shape) != self.sample_shape(batch_size):
             raise ValueError(f"latents has shape {tuple(latents.shape)}, expected {self.sample_shape(batch_size)}")
 
-    def sampler_kwargs(self, sampler: str | None, overrides: dict[str, Any]) -> dict[str, Any]:
-        """Sampler settings: the scheduler's, then ``sampler`` and explicit overrides."""
+    def sampler_kwargs(self, sampler: str | SamplerOptions | None, overrides: dict[str, Any]) -> dict[str, Any]:
+        """``scorekit.sample`` keyword arguments: the scheduler's sampler and settings, or ``sampler`` (a name: its
+        defaults, with the checkpoint's :data:`MODEL_SETTINGS` it shares; an options object: exactly that), then the
+        explicit ``overrides``."""
         kwargs = self.scheduler.sample_kwargs()
+        if isinstance(sampler, SamplerOptions):
+            extra = sorted(k for k in overrides if k != "denoise")
+            if extra:
+                raise ValueError(f"sampler is an options object ({type(sampler).__name__}); set {extra} there")
+            return {"sampler": sampler, "denoise": overrides.get("denoise", kwargs["denoise"])}
         if sampler is not None and sampler != kwargs["sampler"]:
-            kwargs = {"sampler": sampler, "denoise": kwargs["denoise"]}
-            if sampler in ("pc", "ald"):
-                kwargs.update(snr=self.scheduler.config.get("snr", 0.16))
+            names = get_spec(sampler).options.option_names()
+            kept = {k: v for k, v in kwargs.items() if k in MODEL_SETTINGS and k in names}
+            kwargs = {"sampler": sampler, "denoise": kwargs["denoise"], **kept}
         return {**kwargs, **overrides}
+
+    def sampler_options(self, sampler: str | SamplerOptions | None, overrides: dict[str, Any]) -> SamplerOptions:
+        """The validated options a call with ``sampler`` and ``overrides`` runs with (see :meth:`sampler_kwargs`)."""
+        kwargs = {k: v for k, v in self.sampler_kwargs(sampler, overrides).items() if k != "denoise"}
+        return resolve_options(kwargs.pop("sampler"), kwargs)[1]
 
     def _step_callback(self, callback_on_step_end, tensor_inputs):
         if callback_on_step_end is None:
@@ -265,18 +286,42 @@ class ScoreSDEPipeline(LikelihoodMixin, DiffusionPipeline):
         callback_on_step_end: Callable | None = None,
         callback_on_step_end_tensor_inputs: list[str] | None = None,
         score_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
-        **sampler_overrides,
+        *,
+        denoise: bool | None = None,
+        timesteps: Sequence[float] | None = None,
+        predictor: str | None = None,
+        corrector: str | None = None,
+        snr: float | None = None,
+        n_corrector_steps: int | None = None,
+        probability_flow: bool | None = None,
+        snr_norm: str | None = None,
+        step_size: float | None = None,
+        method: str | None = None,
+        rtol: float | None = None,
+        atol: float | None = None,
+        eta: float | None = None,
+        order: int | None = None,
+        time_grid: str | None = None,
+        rho: float | None = None,
+        s_churn: float | None = None,
+        s_noise: float | None = None,
+        s_tmin: float | None = None,
+        s_tmax: float | None = None,
+        sampler_options: Mapping[str, Any] | None = None,
     ) -> ScoreSDEPipelineOutput | tuple:
         """Generate ``batch_size`` images.
 
         Args:
             batch_size: number of images.
-            num_inference_steps: time steps (PC, DDIM, fixed-step ODE); ``None`` uses the sampler's default
-                (1000 for PC, 100 for ODE / DDIM); ignored by adaptive ODE solvers.
-            generator: a ``torch.Generator`` or a list of ``batch_size`` of them (one per image).
+            num_inference_steps: ``steps`` of ``scorekit.sample``: the intervals of the time grid (``"ald"``: its
+                noise levels; adaptive solvers choose their own); ``None`` uses the sampler's default (the
+                registry's ``default_steps``: 1000 for PC, 19 for DPM-Solver++, ...).
+            generator: a ``torch.Generator`` or a list of ``batch_size`` of them (one per image: an image is then the
+                same alone as in a batch, adaptive solvers excepted).
             output_type: ``"pil"``, ``"np"`` (``(B, H, W, C)`` in [0, 1]) or ``"pt"`` (``(B, C, H, W)``).
             return_dict: return a :class:`ScoreSDEPipelineOutput` rather than ``(images, nfe)``.
-            sampler: ``"pc"``, ``"ode"``, ``"ddim"`` or ``"ald"``; ``None`` follows the scheduler.
+            sampler: a registered sampler name (``scorekit.samplers.REGISTRY``) or an options object
+                (``scorekit.samplers.options``); ``None`` follows the scheduler.
             latents: start from this ``x_T`` instead of a prior draw.
             condition: a ``scorekit`` condition (inpainting, colorization, guidance) applied by the sampler.
             callback_on_step_end: ``fn(pipe, step_index, t, callback_kwargs) -> dict`` after each step; may return
@@ -284,9 +329,16 @@ class ScoreSDEPipeline(LikelihoodMixin, DiffusionPipeline):
             callback_on_step_end_tensor_inputs: tensors passed in ``callback_kwargs`` (only ``"latents"``).
             score_fn: the score to sample, ``score_fn(x, t)`` (e.g. a classifier-free guided one); ``None`` is the
                 network's :meth:`score_fn`.
-            **sampler_overrides: any ``scorekit.sample`` setting (``predictor``, ``corrector``, ``snr``,
-                ``method``, ``rtol``, ``eta``, ``denoise``, ...), overriding the scheduler's.
+            denoise, timesteps, predictor, corrector, snr, n_corrector_steps, probability_flow, snr_norm, step_size,
+                method, rtol, atol, eta, order, time_grid, rho, s_churn, s_noise, s_tmin, s_tmax: sampler settings
+                (``None``: the scheduler's, or the chosen sampler's default), each documented on its sampler's
+                options class in ``scorekit.samplers.options``. A setting the sampler does not have is a ValueError
+                naming the sampler and its settings.
+            sampler_options: further settings as a mapping (a plug-in sampler's own), merged with the above.
         """
+        given = locals()  # the keyword settings above, by name
+        given = {k: given[k] for k in SAMPLER_SETTINGS}
+        sampler_overrides = {**{k: v for k, v in given.items() if v is not None}, **dict(sampler_options or {})}
         self.check_inputs(batch_size, num_inference_steps, output_type, sampler, generator, latents)
         if self.scheduler.config.get("discretization", "continuous") == "discrete":
             unsupported = {"sampler": sampler, "condition": condition, "callback_on_step_end": callback_on_step_end,

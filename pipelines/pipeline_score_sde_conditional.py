@@ -1,7 +1,8 @@
 """Controllable generation pipelines (Song et al. 2021, §5): class-conditional, inpainting and colorization.
 
 Each is a :class:`ScoreSDEPipeline` that builds a scorekit condition from its inputs and hands it to the same
-sampler, so every sampler (PC, PF-ODE, DDIM, ALD) works with every conditioner.
+sampler, so every registered sampler works with every conditioner. ``**kwargs`` of their ``__call__`` are exactly
+the keyword arguments of :meth:`ScoreSDEPipeline.__call__` (the sampler settings among them), checked there.
 """
 
 from __future__ import annotations
@@ -16,10 +17,15 @@ from diffusers.utils import logging
 from scorekit.conditioning import ClassifierGuidance, Colorize, Compose, Inpaint
 from scorekit.conditioning.guidance import as_labels
 from scorekit.models import classifier_log_prob_fn
-from scorekit.samplers import DETERMINISTIC_SAMPLERS
 from scorekit.score import model_score_fn
 
-from .pipeline_score_sde import ScoreSDEPipeline, ScoreSDEPipelineOutput, labelled_unet, null_class_label
+from .pipeline_score_sde import (
+    SAMPLER_SETTINGS,
+    ScoreSDEPipeline,
+    ScoreSDEPipelineOutput,
+    labelled_unet,
+    null_class_label,
+)
 
 logger = logging.get_logger(__name__)
 
@@ -170,14 +176,12 @@ class ScoreSDEInpaintPipeline(ScoreSDEPipeline):
         return super().__call__(batch_size=batch_size, condition=Inpaint(x, known), **kwargs)
 
     def _warn_if_deterministic(self, kwargs) -> None:
-        overrides = {k: v for k, v in kwargs.items() if k in ("eta", "s_churn")}
-        settings = self.sampler_kwargs(kwargs.get("sampler"), overrides)
-        name = settings["sampler"]
-        if name in ("ode", *DETERMINISTIC_SAMPLERS) or (name == "ddim" and settings.get("eta", 0) == 0) or (
-                name == "edm-heun" and settings.get("s_churn", 0) == 0):
+        overrides = {k: v for k, v in kwargs.items() if k in SAMPLER_SETTINGS and v is not None and k != "denoise"}
+        opts = self.sampler_options(kwargs.get("sampler"), {**overrides, **(kwargs.get("sampler_options") or {})})
+        if opts.deterministic:  # the registry's options know (DDIM with eta = 0, EDM without churn, ...)
             logger.warning("replacement conditioning with a deterministic sampler (%s) is biased against the exact "
                            "conditional (benchmarks/conditional.py); sampler='pc' with a Langevin corrector is "
-                           "recommended", settings["sampler"])
+                           "recommended", opts.name)
 
     def _check_image_size(self, x: torch.Tensor, name: str) -> None:
         want = tuple(self.sample_shape(1)[2:])

@@ -1,41 +1,31 @@
-"""scorekit: score-based SDE diffusion models (Song et al., ICLR 2021) in the diffusers ecosystem."""
+"""scorekit: score-based SDE diffusion models (Song et al., ICLR 2021) in the diffusers ecosystem.
 
-from .conditioning import (
-    DDRM,
-    DPS,
-    ClassifierGuidance,
-    Colorize,
-    Compose,
-    Condition,
-    Inpaint,
-    Observation,
-    PiGDM,
-    Replacement,
-    classifier_guidance,
-)
-from .correctors import CORRECTORS
-from .ddim import ddim_step, tweedie_denoise
+Every public name loads on first use, so ``import scorekit`` (and the torch-free sampler registry,
+``scorekit.samplers.registry``, which the CLI reads for its help) imports neither torch nor diffusers.
+"""
+
+import importlib
+
 from .diffusers_registration import register as _register_with_diffusers
-from .latents import decode, encode, interpolate, slerp
-from .likelihood import bits_per_dim, log_likelihood
-from .ode import pf_ode_drift
-from .predictors import PREDICTORS
-from .sampling import SAMPLERS, sample
-from .score import model_score_fn
-from .sde import SDE, SDES, VESDE, VPSDE, DiscreteVPSDE, SubVPSDE, get_sde
 
 __version__ = "0.1.0"
 
 _LAZY = {
-    "ScoreSDEPipeline": "scorekit.pipelines",
-    "ScoreSDEPipelineOutput": "scorekit.pipelines",
-    "ScoreSDEClassConditionalPipeline": "scorekit.pipelines",
-    "ScoreSDEInpaintPipeline": "scorekit.pipelines",
-    "ScoreSDEColorizationPipeline": "scorekit.pipelines",
-    "ScoreSDEPCScheduler": "scorekit.schedulers",
-    "ScoreSDEODEScheduler": "scorekit.schedulers",
-    "TimeClassifierModel": "scorekit.models",
-    "classifier_log_prob_fn": "scorekit.models",
+    **dict.fromkeys(["ClassifierGuidance", "Colorize", "Compose", "Condition", "Inpaint", "classifier_guidance",
+                     "Observation", "Replacement", "DPS", "PiGDM", "DDRM", "LinearOperator", "Mask", "Gray",
+                     "Downsample", "Blur", "Matrix"], "scorekit.conditioning"),
+    **dict.fromkeys(["decode", "encode", "interpolate", "slerp"], "scorekit.latents"),
+    **dict.fromkeys(["bits_per_dim", "log_likelihood"], "scorekit.likelihood"),
+    **dict.fromkeys(["sample", "SAMPLERS"], "scorekit.sampling"),
+    **dict.fromkeys(["PREDICTORS", "CORRECTORS"], "scorekit.samplers.pc"),
+    "ddim_step": "scorekit.samplers.ddim",
+    **dict.fromkeys(["tweedie_denoise", "pf_ode_drift"], "scorekit.samplers.kernels"),
+    "model_score_fn": "scorekit.score",
+    **dict.fromkeys(["SDE", "SDES", "VESDE", "VPSDE", "SubVPSDE", "DiscreteVPSDE", "get_sde"], "scorekit.sde"),
+    **dict.fromkeys(["ScoreSDEPipeline", "ScoreSDEPipelineOutput", "ScoreSDEClassConditionalPipeline",
+                     "ScoreSDEInpaintPipeline", "ScoreSDEColorizationPipeline"], "scorekit.pipelines"),
+    **dict.fromkeys(["ScoreSDEPCScheduler", "ScoreSDEODEScheduler"], "scorekit.schedulers"),
+    **dict.fromkeys(["TimeClassifierModel", "classifier_log_prob_fn"], "scorekit.models"),
 }
 
 
@@ -44,21 +34,16 @@ _LOADER_BASES = {"ModelMixin": "diffusers", "SchedulerMixin": "diffusers"}
 
 
 def __getattr__(name):
-    # diffusers-dependent classes load on first use, so `import scorekit` stays light for pure-math users.
+    # every public name loads on first use: `import scorekit` stays light (no torch until a name needs it)
     if name in _LAZY or name in _LOADER_BASES:
-        import importlib
-
         return getattr(importlib.import_module(_LAZY.get(name) or _LOADER_BASES[name]), name)
     raise AttributeError(f"module 'scorekit' has no attribute {name!r}")
 
 
+def __dir__():
+    return sorted(list(globals()) + list(_LAZY))
+
+
 _register_with_diffusers()  # DiffusionPipeline.from_pretrained of scorekit repos (cheap; see diffusers_registration)
 
-__all__ = [
-    "SDE", "VPSDE", "SubVPSDE", "VESDE", "DiscreteVPSDE", "SDES", "get_sde", "sample", "SAMPLERS", "PREDICTORS",
-    "CORRECTORS",
-    "pf_ode_drift", "ddim_step", "tweedie_denoise", "model_score_fn", "Condition", "Compose", *_LAZY,
-    "Inpaint", "Colorize", "ClassifierGuidance", "classifier_guidance", "Observation", "Replacement", "DPS", "PiGDM",
-    "DDRM",
-    "log_likelihood", "bits_per_dim", "encode", "decode", "slerp", "interpolate",
-]
+__all__ = list(_LAZY)

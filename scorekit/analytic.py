@@ -1,6 +1,6 @@
 """Closed-form scores: Gaussian data and Gaussian mixtures perturbed by any of the SDEs.
 
-For data ``N(mu, Sigma)`` the perturbed marginal is ``p_t = N(alpha mu, alpha^2 Sigma + std^2 I)`` (DESIGN.md §6), so
+For data ``N(mu, Sigma)`` the perturbed marginal is ``p_t = N(alpha mu, alpha^2 Sigma + std^2 I)``, so
 its score, log-density and class posteriors are exact. These are ordinary ``score_fn(x, t)`` callables: they are
 how samplers, likelihoods and conditioning are tested and benchmarked. Any event shape works (``(D,)`` or
 ``(C, H, W)``): the covariance is over the flattened event.

@@ -20,9 +20,15 @@ import os
 import tempfile
 from typing import Any
 
-# Steps a card recommends per sampler; the few-step ones as measured in the README ("Quality of the shipped models",
-# "Few-step samplers": DPM-Solver++(2M) at 19 steps + the final denoising = 20 NFE).
-SAMPLER_STEPS = {"pc": 1000, "ode": 100, "ddim": 100, "ald": 100, "dpmsolver++": 19, "sde-dpmsolver++": 19}
+from .samplers.registry import REGISTRY, get_spec
+
+# The sampler a card recommends unless the scheduler's own is a few-step solver, with the registry's default steps:
+# DPM-Solver++(2M) on the half-log-SNR grid, 19 steps + the final denoising = 20 NFE, as measured in the README
+# ("Quality of the shipped models", "Few-step samplers").
+RECOMMENDED_SAMPLER = "dpmsolver++"
+# A sampler whose registry default is at most this many steps is a few-step solver (DPM-Solver++ 19, EDM Heun 24,
+# adaptive 1); PC (1000), the PF-ODE, DDIM and ALD (100) are not, and a card recommends RECOMMENDED_SAMPLER instead.
+FEW_STEPS = 50
 # Guidance scales measured on scorekit/digits (README "Quality of the shipped models"; benchmarks/quality.py): CFG
 # w = 1.5 (99.4 % class accuracy at 20 NFE) and classifier guidance at scale 6 (99.2 %).
 GUIDANCE_SCALES = {"classifier-free": 1.5, "classifier": 6.0}
@@ -121,16 +127,15 @@ def _sde_lines(scheduler) -> list[str]:
 def recommended_sampling(scheduler, conditioning: str = "none", num_inference_steps: int | None = None) -> dict:
     """The pipeline call arguments a model card recommends.
 
-    ``sampler``: the scheduler's own when it is configured with a few-step solver, else DPM-Solver++(2M) on the
-    half-log-SNR grid, scorekit's measured default (README "Quality of the shipped models": 19 steps + the final
-    denoising = 20 NFE); ``num_inference_steps`` from ``SAMPLER_STEPS``; ``guidance_scale`` as measured for the
-    conditioning kind (``GUIDANCE_SCALES``; none for an unconditional model).
+    ``sampler``: the scheduler's own when it is configured with a few-step solver (registry default of at most
+    ``FEW_STEPS`` steps), else DPM-Solver++(2M) on the half-log-SNR grid, scorekit's measured default (README
+    "Quality of the shipped models": 19 steps + the final denoising = 20 NFE); ``num_inference_steps``: the
+    sampler's default steps in the registry (``scorekit.samplers.registry``) unless given; ``guidance_scale`` as
+    measured for the conditioning kind (``GUIDANCE_SCALES``; none for an unconditional model).
     """
-    from scorekit.samplers import FEW_STEP_SAMPLERS
-
     own = scheduler.sample_kwargs()["sampler"] if scheduler is not None else None
-    sampler = own if own in FEW_STEP_SAMPLERS else "dpmsolver++"
-    kwargs = {"sampler": sampler, "num_inference_steps": num_inference_steps or SAMPLER_STEPS.get(sampler, 19)}
+    sampler = own if own is not None and get_spec(own).default_steps <= FEW_STEPS else RECOMMENDED_SAMPLER
+    kwargs = {"sampler": sampler, "num_inference_steps": num_inference_steps or get_spec(sampler).default_steps}
     if conditioning in GUIDANCE_SCALES:
         kwargs["guidance_scale"] = GUIDANCE_SCALES[conditioning]
     return kwargs
@@ -159,6 +164,11 @@ def _conditioning_line(obj, kind: str) -> str:
     return f"- conditioning: {text}" + (f"\n- task: {task}" if task else "")
 
 
+def _other_samplers(default: str) -> str:
+    """Every other registered sampler with its default steps (the registry is the one source)."""
+    return ", ".join(f"`{n}` ({s.default_steps})" for n, s in REGISTRY.items() if n != default)
+
+
 def _settings(scheduler) -> str:
     kwargs = {k: v for k, v in scheduler.sample_kwargs().items() if k != "sampler"}
     return " (" + ", ".join(f"{k}={v!r}" for k, v in kwargs.items()) + ")" if kwargs else ""
@@ -167,11 +177,16 @@ def _settings(scheduler) -> str:
 def _sampling_lines(scheduler, recommended: dict) -> list[str]:
     if scheduler is None:
         return []
+    own = scheduler.sample_kwargs()["sampler"]
     call = ", ".join(f"{k}={v!r}" for k, v in recommended.items()).replace("'", '"')
-    return [f"- scheduler's own sampler: `{scheduler.sample_kwargs()['sampler']}`{_settings(scheduler)}",
+    steps = get_spec(RECOMMENDED_SAMPLER).default_steps
+    measured = (recommended["sampler"], recommended["num_inference_steps"]) == (RECOMMENDED_SAMPLER, steps)
+    return [f"- scheduler's own sampler: `{own}`{_settings(scheduler)}",
+            f"- default sampler: `{own}` with {get_spec(own).default_steps} steps (a call without `sampler=`)",
+            f"- other samplers (`sampler=`, default steps): {_other_samplers(own)}",
             f"- recommended sampling: `pipe(..., {call})`" + (
-                " (DPM-Solver++(2M) on the half-log-SNR grid: 19 steps + the final denoising = 20 NFE)"
-                if (recommended["sampler"], recommended["num_inference_steps"]) == ("dpmsolver++", 19) else "")]
+                f" (DPM-Solver++(2M) on the half-log-SNR grid: {steps} steps + the final denoising = {steps + 1} NFE)"
+                if measured else "")]
 
 
 def _usage(kind: str, obj, load_from: str, recommended: dict) -> str:

@@ -14,8 +14,8 @@ from typing import Any
 import torch
 
 from .numerics import CountedScore, compute_dtype
-from .ode import ADAPTIVE_METHODS, odeint_adaptive, pf_ode_drift
-from .sampling import sample
+from .samplers.ode import ADAPTIVE_METHODS, odeint_adaptive, pf_ode_drift
+from .sampling import check_eps, sample
 from .sde import SDE
 from .utils import batch_time, check_choice, check_positive
 
@@ -29,11 +29,7 @@ def check_ode_args(sde: SDE, method: str, rtol: float, atol: float, eps: float |
     check_choice("method", method, ADAPTIVE_METHODS)
     check_positive("rtol", rtol)
     check_positive("atol", atol)
-    eps = sde.sampling_eps if eps is None else eps
-    check_positive("eps", eps)
-    if eps >= sde.T:
-        raise ValueError(f"eps must be smaller than sde.T={sde.T}, got {eps}")
-    return float(eps)
+    return float(check_eps(sde, eps))
 
 
 def check_data(name: str, x: Any, dtype: torch.dtype | None) -> tuple[torch.Tensor, torch.dtype]:

@@ -30,7 +30,7 @@ import torch
 
 from .latents import ScoreFn, check_data, check_ode_args
 from .numerics import CountedScore, compute_dtype
-from .ode import odeint_adaptive, pf_ode_drift
+from .samplers.ode import odeint_adaptive, pf_ode_drift
 from .sde import SDE
 from .utils import batch_time, check_choice, check_positive, rademacher, rand, randn
 

@@ -1,4 +1,4 @@
-"""scorekit's numeric and device policy (DESIGN.md §6), written down once, and the mechanisms that enforce it.
+"""scorekit's numeric and device policy, written down once, and the mechanisms that enforce it.
 
 Numeric policy
     * The **compute dtype** of a run is float64 when the model's dtype is float64 and float32 otherwise
@@ -28,7 +28,9 @@ Callbacks
     sampler, including the last; it receives the tensor the next step (or, after the last step, the output or
     the final denoising) uses, and what it returns replaces that tensor. The adaptive torchdiffeq / scipy ODE solves
     do not call it (their steps are chosen inside the solver); the adaptive DPM-Solver (``"dpmsolver-adaptive"``)
-    calls it after every accepted step. ``info["callback_steps"]`` reports the calls made.
+    calls it after every accepted step. ``t`` is the step's end time as a 0-dim tensor in the compute dtype, for
+    every sampler (``scorekit.samplers.base.RunContext.end_step``). ``info["callback_steps"]`` reports the calls
+    made.
 """
 
 from __future__ import annotations
@@ -70,7 +72,17 @@ class FiniteGuard:
         # (step index, stage, 0-dim bool "not finite"); stage 0: a score input, 1: a score output, 2: a step result
         self._flags: list[tuple[int, int, torch.Tensor]] = []
         self._step = 0
+        self._ends: dict[int, float] = {}  # end time of step i, for solves that choose their steps (no `times`)
         return self
+
+    def at_time(self, i: int, t: float) -> None:
+        """Record that step ``i`` of a solve without a fixed grid ends at time ``t`` (for messages)."""
+        self._ends[i] = t
+
+    @property
+    def steps_taken(self) -> int | None:
+        """Steps ended so far (``None`` when none were: a solve whose steps happen inside a library)."""
+        return self._step or None
 
     def watch(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         """Record (on the device) whether a score call's input ``x`` and output ``out`` are finite; returns ``out``."""
@@ -112,6 +124,8 @@ class FiniteGuard:
         if i < 0:
             return "the input x_T"
         if self.times is None:
+            if i - 1 in self._ends:
+                return f"{self.sampler} step {i + 1}, after t={self._ends[i - 1]:.4g}"
             return f"the {self.sampler}" if i == 0 else f"{self.sampler} step {i + 1}"
         if i >= len(self.times) - 1:
             return f"the final {self.sampler} stage, at t={self.times[-1]:.4g}"

@@ -1,83 +1,70 @@
-"""The functional front door: ``x, info = scorekit.sample(score_fn, sde, shape, sampler=...)``.
+"""The functional front door: ``x, info = scorekit.sample(score_fn, sde, shape, sampler=..., **options)``.
 
-Samplers: ``"pc"`` (predictor-corrector, Algorithm 1 of Song et al. 2021), ``"ode"`` (probability-flow ODE, eq. 13,
-fixed-step or adaptive), ``"ddim"`` and ``"ald"`` (NCSN annealed Langevin dynamics, i.e. corrector-only PC with the
-NCSN step size). ``info["nfe"]`` is the number of score evaluations the run truly cost.
+It picks the sampler's :class:`~scorekit.samplers.registry.SamplerSpec`, validates its options (exactly the
+sampler's own settings are accepted besides the common arguments), builds the time grid and the start state, wraps
+the score (counting, dtype policy, finiteness guard, conditioning) and runs the sampler's loop. The samplers
+themselves live in :mod:`scorekit.samplers`, one module per family.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from functools import partial
 from typing import Any
 
 import torch
 
 from .conditioning.base import Condition
-from .correctors import CORRECTOR_ALIASES, CORRECTORS
-from .ddim import ddim_step, tweedie_denoise
-from .numerics import CountedScore, FiniteGuard, apply_callback, compute_dtype
-from .ode import ADAPTIVE_METHODS, FIXED_METHODS, FIXED_STEPS, odeint_adaptive, pf_ode_drift
-from .predictors import PREDICTOR_ALIASES, PREDICTORS, none_predictor
-from .samplers import FEW_STEP_DEFAULT_STEPS, FEW_STEP_SAMPLERS, check_timesteps, few_step_settings, steps_of_timesteps
+from .numerics import CountedScore, compute_dtype
+from .samplers.base import RunContext
+from .samplers.grids import build_grid, start_state, steps_of_timesteps
+from .samplers.options import SamplerOptions
+from .samplers.registry import REGISTRY, SamplerSpec, get_spec, load_loop
 from .sde import SDE
-from .utils import append_dims, batch_time, check_choice, check_positive, randn_like
+from .utils import check_positive
 
-SAMPLERS = ("pc", "ode", "ddim", "ald", *FEW_STEP_SAMPLERS)
-DEFAULT_STEPS = {"pc": 1000, "ode": 100, "ddim": 100, "ald": 100, **FEW_STEP_DEFAULT_STEPS}
-
-
-def resolve_predictor(name: str) -> Callable:
-    name = PREDICTOR_ALIASES.get(name, name)
-    check_choice("predictor", name, list(PREDICTORS) + list(PREDICTOR_ALIASES))
-    return PREDICTORS[name]
+COMMON_ARGUMENTS = ("steps", "denoise", "eps", "x_T", "condition", "generator", "dtype", "device", "progress",
+                    "callback")
 
 
-def resolve_corrector(name: str) -> Callable:
-    name = CORRECTOR_ALIASES.get(name, name)
-    check_choice("corrector", name, list(CORRECTORS) + list(CORRECTOR_ALIASES))
-    return CORRECTORS[name]
+def __getattr__(name):  # SAMPLERS: the registered names, read live (a sampler registered later is included)
+    if name == "SAMPLERS":
+        return tuple(REGISTRY)
+    raise AttributeError(f"module 'scorekit.sampling' has no attribute {name!r}")
 
 
-def time_grid(sde: SDE, steps: int, eps: float, dtype=torch.float32, device="cpu") -> torch.Tensor:
-    """``steps + 1`` equally spaced times from ``T`` down to ``eps`` (the paper's uniform grid)."""
-    return torch.linspace(sde.T, eps, steps + 1, dtype=torch.float64).to(dtype=dtype, device=device)
+def resolve_options(sampler: str | SamplerOptions, options: dict[str, Any]) -> tuple[SamplerSpec, SamplerOptions]:
+    """The spec and validated options of ``sampler`` (a registered name with ``options``, or an options object).
+
+    Raises:
+        ValueError: an unknown sampler, a setting that is not the sampler's (naming it and listing the settings),
+            or a value the sampler does not accept.
+    """
+    if isinstance(sampler, SamplerOptions):
+        if options:
+            raise ValueError(f"sampler is an options object ({type(sampler).__name__}); pass its settings there, "
+                             f"not as keyword arguments {sorted(options)}")
+        return get_spec(sampler.name), sampler
+    spec = get_spec(sampler)
+    return spec, spec.options.from_kwargs(options)
 
 
 def sample(
     score_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     sde: SDE,
     shape: tuple[int, ...],
-    sampler: str = "pc",
+    sampler: str | SamplerOptions = "pc",
     *,
     steps: int | None = None,
-    predictor: str = "reverse_diffusion",
-    corrector: str = "langevin",
-    snr: float = 0.16,
-    n_corrector_steps: int = 1,
-    probability_flow: bool = False,
-    method: str = "dopri5",
-    rtol: float = 1e-5,
-    atol: float = 1e-5,
-    eta: float = 0.0,
-    step_size: float = 2e-5,
     denoise: bool = True,
     eps: float | None = None,
     x_T: torch.Tensor | None = None,
     condition: Condition | None = None,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | list[torch.Generator] | None = None,
     dtype: torch.dtype = torch.float32,
     device: torch.device | str = "cpu",
     progress: bool | Callable[[Iterable], Iterable] = False,
     callback: Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor | None] | None = None,
-    order: int | None = None,
-    time_grid: str | None = None,
-    timesteps: Iterable[float] | torch.Tensor | None = None,
-    rho: float = 7.0,
-    s_churn: float = 0.0,
-    s_noise: float = 1.0,
-    s_tmin: float = 0.0,
-    s_tmax: float = float("inf"),
+    **options: Any,
 ) -> tuple[torch.Tensor, dict[str, Any]]:
     """Draw samples from the reverse process of ``sde`` driven by ``score_fn``.
 
@@ -85,159 +72,120 @@ def sample(
         score_fn: ``score_fn(x, t) -> score``; ``x`` of ``shape``, ``t`` of shape ``(B,)``.
         sde: a :class:`~scorekit.sde.SDE` (VP, sub-VP or VE).
         shape: ``(B, ...)``, any number of dims (2-D toy data or ``(B, C, H, W)`` images).
-        sampler: ``"pc"``, ``"ode"``, ``"ddim"``, ``"ald"``, or a few-step sampler: ``"dpmsolver++"``,
-            ``"dpmsolver++-singlestep"``, ``"sde-dpmsolver++"``, ``"edm-heun"``, ``"dpmsolver-adaptive"``.
-        steps: number of time steps (``"pc"``/``"ddim"``/fixed-step ``"ode"``) or noise levels (``"ald"``).
-        predictor: ``"euler_maruyama"``, ``"reverse_diffusion"``, ``"ancestral_sampling"`` or ``"none"`` (``"pc"``).
-        corrector: ``"langevin"``, ``"ald"`` or ``"none"`` (``"pc"``).
-        snr: signal-to-noise ratio of the corrector (Algorithms 4-5), > 0.
-        n_corrector_steps: corrector steps per time step (``"pc"``) or Langevin steps per level (``"ald"``).
-        probability_flow: run the PC predictor on the probability-flow ODE instead of the reverse SDE.
-        method: ODE solver for ``"ode"``: ``"euler"``, ``"heun"`` (fixed ``steps``), ``"dopri5"`` and the other
-            torchdiffeq adaptive methods, or ``"scipy_RK45"`` (the paper's solver).
-        rtol, atol: tolerances of the adaptive ODE solve.
-        eta: DDIM stochasticity, >= 0 (0 = the PF-ODE's DDIM discretization).
-        step_size: NCSN's ``eps`` for ``"ald"``: the step at level i is ``step_size * std_i^2 / std_L^2``.
-        denoise: return the noise-free mean of the last step (PC, ALD; no extra NFE; with ``predictor="none"``
-            the mean of the last corrector step) or apply Tweedie's formula at the final time (ODE, DDIM; one
-            extra NFE).
+        sampler: a registered name (``scorekit.samplers.REGISTRY``: ``"pc"``, ``"ode"``, ``"ddim"``, ``"ald"``,
+            ``"dpmsolver++"``, ``"dpmsolver++-singlestep"``, ``"sde-dpmsolver++"``, ``"edm-heun"``,
+            ``"dpmsolver-adaptive"``) or an options object (``scorekit.samplers.options``), e.g.
+            ``EDMHeunOptions(s_churn=10)``.
+        steps: the number of intervals of the time grid from its first time to ``eps`` (``len(timesteps) - 1``
+            for a user grid), the same for every grid sampler; what one interval costs is in the README's sampler
+            table (``dpmsolver++-singlestep``: one evaluation, as diffusers' ``num_inference_steps``). ``"ald"``:
+            the number of noise levels. Adaptive solvers choose their own steps and do not use it. ``None``: the
+            sampler's ``default_steps``.
+        denoise: finish with the noise-free output: Tweedie's denoising at the final time (one extra NFE) or, for PC
+            and ALD, the last step's noise-free mean (no extra NFE).
         eps: final time; defaults to ``sde.sampling_eps``.
-        x_T: start from this tensor instead of a prior draw.
+        x_T: the start state at the grid's first time, instead of a draw (see
+            :func:`scorekit.samplers.grids.start_state`: the prior at ``T``, ``N(0, std(t_0)^2 I)`` below it).
         condition: a :class:`~scorekit.conditioning.Condition` (guidance, inpainting, colorization, composed).
         generator: the ``torch.Generator`` every random draw uses (on any device: draws are made on its device and
-            moved), or a list of ``B`` generators, one per sample.
+            moved), or a list of ``B`` generators, one per sample: a sample then does not depend on its batch-mates
+            (adaptive solvers excepted: their steps follow the whole batch's error).
         dtype: the model's dtype: ``score_fn`` is called with ``x`` in it and the samples are returned in it. The
-            prior draw, the time grid, the SDE coefficients and the solver state are in float32 (float64 when
+            start draw, the time grid, the SDE coefficients and the solver state are in float32 (float64 when
             ``dtype`` is float64), whatever ``dtype`` is (the numeric policy of :mod:`scorekit.numerics`).
-        progress: ``True`` for a tqdm bar, or a callable wrapping the step iterable (a pipeline's progress bar).
-        callback: ``callback(i, t, x)`` after every step ``i`` of a fixed-step sampler, including the last; ``x`` is
-            what the next step uses (after the last step: the output, i.e. the noise-free mean for PC / ALD with
-            ``denoise``, or the input of the final Tweedie denoising for ODE / DDIM) and a returned tensor replaces
-            it. Adaptive ODE solvers do not call it (see :mod:`scorekit.numerics`).
-        order: solver order of the few-step samplers: ``"dpmsolver++"`` 1 (= DDIM), 2 (2M, default) or 3 (3M);
-            ``"dpmsolver++-singlestep"`` 1, 2 (2S) or 3 (3S, default); ``"sde-dpmsolver++"`` 1 (= DDIM with
-            eta = 1) or 2; ``"dpmsolver-adaptive"`` 2 (DPM-Solver-12) or 3 (-23, default). See ``scorekit.samplers``.
-        time_grid: grid of the few-step samplers: ``"uniform"`` (in t), ``"logsnr"`` (uniform half-log-SNR, the
-            DPM-Solver default) or ``"karras"`` (EDM's rho-schedule in sigma, the ``"edm-heun"`` default).
-        timesteps: a user grid for the few-step samplers: strictly decreasing times in ``[eps, T]``; sets ``steps``.
-        rho: exponent of the ``"karras"`` grid (EDM: 7).
-        s_churn, s_noise, s_tmin, s_tmax: EDM's ``S_churn``, ``S_noise``, ``S_tmin``, ``S_tmax`` (``"edm-heun"``;
-            ``s_tmin``/``s_tmax`` in units of ``sigma = std / alpha``); ``s_churn = 0`` is the deterministic Heun.
+        progress: ``True`` for a tqdm bar, or a callable wrapping the step range (a pipeline's progress bar).
+        callback: ``callback(i, t, x)`` after every step ``i``, including the last; ``t`` is the step's end time as
+            a 0-dim tensor in the compute dtype; ``x`` is what the next step uses and a returned tensor replaces it
+            (see :mod:`scorekit.numerics`). Adaptive torchdiffeq / scipy solves do not call it.
+        **options: the settings of ``sampler`` (its options class; ``scorekit.samplers.options``): any other key is
+            a ValueError naming the sampler and listing its settings.
 
     Returns:
-        ``(x, info)``: samples of ``shape`` (in ``dtype``) and a dict with ``nfe``, ``sampler``, ``callback_steps``
-        (callback calls made) and the settings used.
+        ``(x, info)``: samples of ``shape`` (in ``dtype``) and a dict with the same keys for every sampler: ``nfe``
+        (score evaluations the run truly cost), ``sampler``, ``steps`` (grid intervals, or the accepted steps of
+        an adaptive DPM-Solver; ``None`` for a torchdiffeq / scipy solve), ``eps``, ``denoise``,
+        ``callback_steps`` (callback calls made) and ``options`` (every setting of the sampler, as run).
 
     Raises:
         ValueError: on invalid arguments (before any work), or when a non-finite value appears: the message names
-            the step, or the model when its output was non-finite first.
+            the step and its time, or the model when its output was non-finite first.
     """
-    check_choice("sampler", sampler, SAMPLERS)
+    spec, opts = resolve_options(sampler, options)
+    _check_common(sde, dtype, callback)
+    shape = _check_shape(shape)
+    steps = steps_of_timesteps(getattr(opts, "timesteps", None), steps)
+    steps = spec.default_steps if steps is None else steps
+    check_positive("steps", steps, integer=True)
+    eps = check_eps(sde, eps)
+    if x_T is not None and not isinstance(x_T, torch.Tensor):
+        raise TypeError(f"x_T must be a torch.Tensor of shape {shape}, got {type(x_T).__name__}")
+    if x_T is not None and tuple(x_T.shape) != shape:
+        raise ValueError(f"x_T has shape {tuple(x_T.shape)} but shape={shape}")
+    condition = condition if condition is not None else Condition()
+    if not isinstance(condition, Condition):
+        raise TypeError(f"condition must be a scorekit Condition, got {type(condition).__name__}")
+    grid = build_grid(spec.grid, opts, sde, steps, eps)
+    state_dtype = compute_dtype(dtype)  # numeric policy: grid, coefficients and state in float32 / float64
+    shape, generator, x_T = _particles(spec, opts, shape, generator, x_T)
+    x = start_state(sde, sde.T if grid is None else float(grid.t[0]), x_T, shape, generator, state_dtype, device)
+    condition.bind(sde, x, generator)
+    counted = CountedScore(score_fn, model_dtype=dtype)
+    ctx = RunContext(condition.wrap_score(counted), sde, eps, generator, condition, denoise,
+                     counted.guard.start(*_guard_names(spec, opts, grid, sde, eps)), callback, progress,
+                     None if grid is None else grid.t.to(dtype=state_dtype, device=x.device))
+    with torch.no_grad():  # no autograd graph across steps; guidance takes its gradient under enable_grad itself
+        try:
+            x = condition.finalize(load_loop(spec)(x, ctx, grid, opts))
+        except Exception:
+            counted.guard.check()  # a non-finite score behind a solver failure is reported as such
+            raise
+    taken = steps if grid is not None else counted.guard.steps_taken
+    counted.guard.end_step(x, None)
+    counted.guard.check()
+    info = {"nfe": counted.nfe, "sampler": spec.name, "steps": taken, "eps": eps, "denoise": denoise,
+            "callback_steps": ctx.callback_steps, "options": opts.as_dict()}
+    return x.to(dtype), info
+
+
+def check_eps(sde: SDE, eps: float | None) -> float:
+    """The final time: ``sde.sampling_eps`` when ``None``; a ValueError unless ``0 < eps < sde.T``."""
+    eps = sde.sampling_eps if eps is None else eps
+    check_positive("eps", eps)
+    if eps >= sde.T:
+        raise ValueError(f"eps must be smaller than sde.T={sde.T}, got {eps}")
+    return eps
+
+
+def _check_common(sde, dtype, callback) -> None:
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable as callback(i, t, x), got {type(callback).__name__}")
     if not isinstance(dtype, torch.dtype):
         raise TypeError(f"dtype must be a torch.dtype, got {dtype!r}")
     if not isinstance(sde, SDE):
         raise TypeError(f"sde must be a scorekit SDE (VPSDE, SubVPSDE, VESDE), got {type(sde).__name__}")
-    shape = _check_shape(shape)
-    steps = steps_of_timesteps(timesteps, steps)
-    steps = DEFAULT_STEPS[sampler] if steps is None else steps
-    check_positive("steps", steps, integer=True)
-    settings = _sampler_settings(sampler, predictor=predictor, corrector=corrector, snr=snr,
-                                 n_corrector_steps=n_corrector_steps, probability_flow=probability_flow,
-                                 method=method, rtol=rtol, atol=atol, eta=eta, step_size=step_size, order=order,
-                                 time_grid=time_grid, timesteps=timesteps, rho=rho, s_churn=s_churn, s_noise=s_noise,
-                                 s_tmin=s_tmin, s_tmax=s_tmax)
-    eps = sde.sampling_eps if eps is None else eps
-    check_positive("eps", eps)
-    if eps >= sde.T:
-        raise ValueError(f"eps must be smaller than sde.T={sde.T}, got {eps}")
-    if timesteps is not None:
-        settings["timesteps"] = check_timesteps(timesteps, sde, eps)
-    if x_T is not None and not isinstance(x_T, torch.Tensor):
-        raise TypeError(f"x_T must be a torch.Tensor of shape {shape}, got {type(x_T).__name__}")
-    state_dtype = compute_dtype(dtype)  # numeric policy: grid, coefficients and state in float32 / float64
-    if x_T is None:
-        x = sde.prior_sampling(shape, generator=generator, dtype=state_dtype, device=device)
-    elif tuple(x_T.shape) != shape:
-        raise ValueError(f"x_T has shape {tuple(x_T.shape)} but shape={shape}")
-    else:
-        x = x_T.to(dtype=state_dtype, device=device)
-    condition = condition if condition is not None else Condition()
-    if not isinstance(condition, Condition):
-        raise TypeError(f"condition must be a scorekit Condition, got {type(condition).__name__}")
-    condition.bind(sde, x, generator)
-    counted = CountedScore(score_fn, model_dtype=dtype)
-    hook = StepHook(counted.guard.start(sampler, _host_times(sde, sampler, steps, eps, settings)), callback)
-    run = partial(_SAMPLER_FNS[sampler], score_fn=condition.wrap_score(counted), sde=sde, eps=eps,
-                  generator=generator, condition=condition, progress=progress, callback=hook)
-    kwargs = dict(steps=steps, denoise=denoise, **settings)
-    with torch.no_grad():  # no autograd graph across steps; guidance takes its gradient under enable_grad itself
-        try:
-            x = condition.finalize(run(x, **kwargs))
-        except Exception:
-            counted.guard.check()  # a non-finite score behind a solver failure is reported as such
-            raise
-    counted.guard.end_step(x, None)
-    counted.guard.check()
-    return x.to(dtype), {"nfe": counted.nfe, "sampler": sampler, "eps": eps, "callback_steps": hook.calls, **kwargs}
 
 
-class StepHook:
-    """What every sampler loop calls after step ``i`` (as ``callback``): the deferred finiteness record of the step
-    (:class:`~scorekit.numerics.FiniteGuard`) and then the user's callback under the one callback rule
-    (:func:`~scorekit.numerics.apply_callback`). Returns the tensor the next step (or the output) uses."""
-
-    def __init__(self, guard: FiniteGuard, callback: Callable | None):
-        self.guard, self.callback, self.calls = guard, callback, 0
-
-    def __call__(self, i: int, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        self.guard.end_step(x, i)
-        self.calls += self.callback is not None
-        return apply_callback(self.callback, i, t, x)
+def _particles(spec: SamplerSpec, opts: SamplerOptions, shape, generator, x_T):
+    """For a particle sampler, the run's shape ``(B * K, ...)``, a generator list repeated per particle and ``x_T``
+    repeated per particle; other samplers: unchanged."""
+    if spec.particles is None:
+        return shape, generator, x_T
+    k = getattr(opts, spec.particles)
+    if isinstance(generator, (list, tuple)):
+        generator = [g for g in generator for _ in range(k)]
+    x_T = None if x_T is None else x_T.repeat_interleave(k, dim=0)
+    return (shape[0] * k, *shape[1:]), generator, x_T
 
 
-def _host_times(sde: SDE, sampler: str, steps: int, eps: float, settings: dict) -> list[float] | None:
-    """The grid as host floats (for error messages only; built once per run); ``None`` for adaptive solves."""
-    if sampler == "ode" and settings.get("method") not in FIXED_METHODS:
-        return None
-    if sampler == "ald":
-        levels = torch.linspace(sde.T, eps, steps, dtype=torch.float64).tolist()
-        return levels + levels[-1:]
-    if sampler in ("pc", "ode", "ddim"):
-        return time_grid(sde, steps, eps, torch.float64).tolist()
-    return None
-
-
-def _sampler_settings(sampler: str, *, predictor, corrector, snr, n_corrector_steps, probability_flow, method, rtol,
-                      atol, eta, step_size, **few_step) -> dict[str, Any]:
-    """Validate the chosen sampler's own arguments before any work; returns the settings it runs with."""
-    if sampler in FEW_STEP_SAMPLERS:
-        return few_step_settings(sampler, rtol=rtol, atol=atol, **few_step)
-    given = [k for k in ("order", "time_grid", "timesteps") if few_step.get(k) is not None]
-    if given:
-        raise ValueError(f"{given[0]}= applies to the few-step samplers {list(FEW_STEP_SAMPLERS)}, not "
-                         f"sampler={sampler!r}")
-    if sampler == "ode":
-        check_choice("method", method, FIXED_METHODS + ADAPTIVE_METHODS)
-        check_positive("rtol", rtol)
-        check_positive("atol", atol)
-        return dict(method=method, rtol=rtol, atol=atol)
-    if sampler == "ddim":
-        check_positive("eta", eta, allow_zero=True)
-        return dict(eta=eta)
-    check_positive("n_corrector_steps", n_corrector_steps, integer=True)
-    if sampler == "ald":
-        check_positive("step_size", step_size)
-        return dict(n_corrector_steps=n_corrector_steps, step_size=step_size)
-    resolve_predictor(predictor)
-    resolve_corrector(corrector)
-    check_positive("snr", snr)
-    if probability_flow and PREDICTOR_ALIASES.get(predictor, predictor) not in ("euler_maruyama", "reverse_diffusion"):
-        raise ValueError(f"probability_flow=True needs predictor 'euler_maruyama' or 'reverse_diffusion', got "
-                         f"{predictor!r}")
-    return dict(predictor=predictor, corrector=corrector, snr=snr, n_corrector_steps=n_corrector_steps,
-                probability_flow=probability_flow)
+def _guard_names(spec: SamplerSpec, opts: SamplerOptions, grid, sde: SDE, eps: float):
+    """What the finiteness guard's messages name: the sampler and the grid's host times (ALD: each level is a step),
+    or for a solve that chooses its own steps, the solve and its interval."""
+    if grid is not None:
+        times = grid.t.tolist()
+        return spec.name, times + times[-1:] if spec.grid == "levels" else times
+    method = getattr(opts, "method", None)
+    what = spec.name if method is None else f"adaptive PF-ODE solve ({method})"
+    return f"{what} (from t={sde.T:.4g} to t={eps:.4g})", None
 
 
 def _check_shape(shape) -> tuple[int, ...]:
@@ -247,101 +195,4 @@ def _check_shape(shape) -> tuple[int, ...]:
         raise ValueError(f"shape must be a tuple of ints (batch, ...), got {shape!r}")
     if len(shape) < 2 or any(s < 1 for s in shape):
         raise ValueError(f"shape must be (batch, ...) with at least 2 positive dims, got {shape}")
-    return shape
-
-
-def _iterate(n: int, progress) -> Iterable[int]:
-    if callable(progress):
-        return progress(range(n))
-    if progress:
-        from tqdm.auto import tqdm
-
-        return tqdm(range(n))
-    return range(n)
-
-
-def _batch_grid(ts: torch.Tensor, batch: int) -> torch.Tensor:
-    """``(steps + 1, B)`` times built once per run: ``grid[i]`` is a view, no per-step tensor construction."""
-    return ts[:, None].expand(-1, batch).contiguous()
-
-
-def _pc(x, *, score_fn, sde, eps, generator, condition, progress, callback, steps, predictor, corrector, snr,
-        n_corrector_steps, probability_flow, denoise):
-    """Predictor-corrector sampling (Algorithm 1): corrector at t_i, then predictor t_i -> t_{i+1}."""
-    predictor_fn = resolve_predictor(predictor)
-    corrector_fn = resolve_corrector(corrector)
-    if probability_flow:
-        predictor_fn = partial(predictor_fn, probability_flow=True)
-    ts = time_grid(sde, steps, eps, x.dtype, x.device)
-    tb = _batch_grid(ts, x.shape[0])
-    x_mean = x
-    for i in _iterate(steps, progress):
-        t, t_next = tb[i], tb[i + 1]
-        for _ in range(n_corrector_steps):  # replacement after every Langevin step, not only the last
-            x, x_mean = corrector_fn(x, t, score_fn, sde, generator, snr=snr, n_steps=1)
-            x = condition.project(x, t, generator)
-        x, x_pred_mean = predictor_fn(x, t, t_next, score_fn, sde, generator)
-        x_mean = x_mean if predictor_fn is none_predictor else x_pred_mean  # corrector-only: keep Langevin's mean
-        x, x_mean = condition.project(x, t_next, generator), condition.project_mean(x_mean, t_next)
-        if denoise and i == steps - 1:  # the callback sees (and may replace) what is returned
-            x_mean = apply_callback(callback, i, ts[i + 1], x_mean)
-        else:
-            x = apply_callback(callback, i, ts[i + 1], x)
-    return x_mean if denoise else x
-
-
-def _ald(x, *, score_fn, sde, eps, generator, condition, progress, callback, steps, n_corrector_steps, step_size,
-         denoise):
-    """NCSN annealed Langevin dynamics (Song & Ermon 2019, Algorithm 1): step ``eps sigma_i^2 / sigma_L^2``."""
-    levels = torch.linspace(sde.T, eps, steps, dtype=torch.float64).to(dtype=x.dtype, device=x.device)
-    std_last = sde.marginal_coef(levels[-1:])[1]
-    tb = _batch_grid(levels, x.shape[0])
-    alphas = step_size * (sde.marginal_coef(tb)[1] / std_last) ** 2  # (steps, B), once per run
-    x_mean = x
-    for i in _iterate(steps, progress):
-        t, alpha = tb[i], alphas[i]
-        for _ in range(n_corrector_steps):
-            # x <- x + alpha/2 * score + sqrt(alpha) z
-            x_mean = x + 0.5 * append_dims(alpha, x.ndim) * score_fn(x, t)
-            x = condition.project(x_mean + append_dims(alpha.sqrt(), x.ndim) * randn_like(x, generator), t, generator)
-        if denoise and i == steps - 1:  # the callback sees (and may replace) what is returned
-            return apply_callback(callback, i, levels[i], condition.project_mean(x_mean, t))
-        x = apply_callback(callback, i, levels[i], x)
-    return x
-
-
-def _ode(x, *, score_fn, sde, eps, generator, condition, progress, callback, steps, method, rtol, atol, denoise):
-    """Probability-flow ODE sampling (eq. 13) from T to eps, fixed-step or adaptive."""
-
-    def drift(x_, t_):
-        x_ = condition.project_ode(x_, t_)
-        return pf_ode_drift(x_, t_, score_fn, sde)
-
-    if method in FIXED_METHODS:
-        step = FIXED_STEPS[method]
-        ts = time_grid(sde, steps, eps, x.dtype, x.device)
-        tb = _batch_grid(ts, x.shape[0])
-        for i in _iterate(steps, progress):
-            x = apply_callback(callback, i, ts[i + 1], step(x, tb[i], tb[i + 1], drift))
-    else:  # adaptive: steps chosen by the error controller; the callback is not called (scorekit.numerics)
-        x = odeint_adaptive(lambda t, y: drift(y, batch_time(t, y.shape[0], y)), x, sde.T, eps, method, rtol, atol)
-    t_end = batch_time(eps, x.shape[0], x)
-    x = condition.project_ode(x, t_end)
-    return tweedie_denoise(x, t_end, score_fn, sde) if denoise else x
-
-
-def _ddim(x, *, score_fn, sde, eps, generator, condition, progress, callback, steps, eta, denoise):
-    """DDIM sampling (Song, Meng & Ermon 2021, eq. 12) on the uniform grid from T to eps."""
-    ts = time_grid(sde, steps, eps, x.dtype, x.device)
-    tb = _batch_grid(ts, x.shape[0])
-    project = condition.project if eta > 0 else (lambda x_, t_, g_: condition.project_ode(x_, t_))
-    for i in _iterate(steps, progress):
-        t, t_next = tb[i], tb[i + 1]
-        x, _ = ddim_step(project(x, t, generator), t, t_next, score_fn, sde, generator, eta=eta)
-        x = apply_callback(callback, i, ts[i + 1], x)
-    t_end = batch_time(eps, x.shape[0], x)
-    x = project(x, t_end, generator)
-    return tweedie_denoise(x, t_end, score_fn, sde) if denoise else x
-
-
-_SAMPLER_FNS = {"pc": _pc, "ode": _ode, "ddim": _ddim, "ald": _ald, **FEW_STEP_SAMPLERS}
+    return tuple(shape)

@@ -1,4 +1,4 @@
-"""Score adapters: turn a network into ``score_fn(x, t) -> score`` (layer 2 of DESIGN.md).
+"""Score adapters: turn a network into ``score_fn(x, t) -> score`` (layer 2 of docs/architecture.md).
 
 A ``UNet2DModel`` is run under one of these parameterizations (``prediction_type`` in the scheduler config), with the
 perturbation kernel ``x_t = alpha(t) x_0 + std(t) eps``:

@@ -1,6 +1,6 @@
 """Shared closed-form targets and statistical checks for the scorekit test suite.
 
-Targets (DESIGN.md §6): a correlated Gaussian in D = 16 and a well-separated 2-D Gaussian mixture, both built from
+Targets (scorekit.analytic): a correlated Gaussian in D = 16 and a well-separated 2-D Gaussian mixture, both built from
 fixed seeds, whose perturbed scores are exact (``scorekit.analytic``). Checks compare sample moments with the truth
 using tolerances derived from the sample size:
 

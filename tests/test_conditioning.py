@@ -1,6 +1,6 @@
 """Conditioning against closed forms: inpainting, colorization and classifier guidance with every sampler.
 
-Oracles (DESIGN.md §6): for Gaussian data ``N(mu, Sigma)`` an observation of orthonormal coordinates ``u_obs = y``
+Oracles (scorekit.analytic): for Gaussian data ``N(mu, Sigma)`` an observation of orthonormal coordinates ``u_obs = y``
 (pixels, or the gray coordinate) has the exact Gaussian conditional given by the Schur complement; for a Gaussian
 mixture, ``score + grad log p_t(y | x)`` with the exact posterior is exactly the score of component ``y``.
 

@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from scorekit.analytic import GaussianScore
-from scorekit.ddim import tweedie_denoise
 from scorekit.latents import decode, encode, interpolate, slerp
+from scorekit.samplers.ddim import tweedie_denoise
 from scorekit.sde import get_sde
 from scorekit.utils import batch_time
 

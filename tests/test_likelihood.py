@@ -30,7 +30,7 @@ from scorekit.likelihood import (
     log_likelihood,
     nats_to_bpd,
 )
-from scorekit.ode import pf_ode_drift
+from scorekit.samplers.ode import pf_ode_drift
 from scorekit.sde import get_sde
 
 D = 64

@@ -1,4 +1,4 @@
-"""Every training loss against a closed form on Gaussian data (DESIGN.md §7).
+"""Every training loss against a closed form on Gaussian data (closed-form oracles).
 
 For data ``N(mu, Sigma)`` in D dimensions the perturbed marginal is ``N(alpha mu, Sigma_t)``, ``Sigma_t = alpha^2
 Sigma + std^2 I``, with score ``s_t``. With the true score plugged in:

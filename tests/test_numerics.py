@@ -171,7 +171,7 @@ def test_callback_runs_every_step_and_its_latents_are_used(label, denoise):
     last = replaced[steps - 1]
     if denoise and kwargs["sampler"] in ("ode", "ddim"):  # Tweedie's denoising of the callback's latents
         eps = torch.full((SHAPE[0],), sde.sampling_eps)
-        assert torch.allclose(x, scorekit.ddim.tweedie_denoise(last, eps, score, sde))
+        assert torch.allclose(x, scorekit.tweedie_denoise(last, eps, score, sde))
     else:  # PC / ALD return the callback's tensor (the noise-free mean when denoising), and so does denoise=False
         assert torch.equal(x, last)
 

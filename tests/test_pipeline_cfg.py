@@ -121,3 +121,15 @@ def test_classifier_term_on_top_of_cfg():
     extra = pipe(class_labels=[0, 1], sampler="ddim", classifier_scale=5.0, generator=torch.Generator().manual_seed(0),
                  **KW).images
     assert not torch.allclose(base, extra)
+
+
+def test_cfg_pipeline_gives_an_image_alone_as_in_a_batch():
+    """One image, one seed with classifier-free guidance (the doubled batch of 2 B included). float64: the images of
+    two batch compositions differ by rounding only (the bound: test_pipeline_score_sde_conditional.BATCH_TOL)."""
+    pipe = pipe_for(tiny_cfg_unet().to(torch.float64))
+
+    def images(labels, seeds):
+        gens = [torch.Generator().manual_seed(s) for s in seeds]
+        return pipe(class_labels=labels, guidance_scale=1.5, generator=gens, sampler="pc", **KW).images
+
+    torch.testing.assert_close(images([0, 1, 2], [5, 6, 7])[1:2], images([1], [6]), rtol=0, atol=1e-9)

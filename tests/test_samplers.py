@@ -1,4 +1,4 @@
-"""Every sampler of ``scorekit.sample`` against closed-form targets (DESIGN.md §6).
+"""Every sampler of ``scorekit.sample`` against closed-form targets (scorekit.analytic).
 
 Distribution tests draw n = 4000 float64 samples from the exact-score sampler and compare moments with the truth
 through ``conftest.assert_mean_cov``: each entry may be off by ``k / sqrt(n) = 0.079`` in units of its per-sample
@@ -19,7 +19,7 @@ from conftest import assert_mean_cov, assert_mixture, make_sdes
 
 import scorekit
 from scorekit.analytic import GaussianScore
-from scorekit.sampling import time_grid
+from scorekit.samplers.grids import time_grid
 from scorekit.sde import VPSDE
 
 N_SAMPLES = 4000

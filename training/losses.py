@@ -1,4 +1,4 @@
-"""Score-matching losses as pure functions (layer 7 of DESIGN.md).
+"""Score-matching losses as pure functions (layer 7 of docs/architecture.md).
 
 Conventions shared by every loss here:
 
@@ -45,7 +45,7 @@ def unet_model_fn(
     check_choice("parameterization", parameterization, PARAMETERIZATIONS)
 
     def model_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        timestep = model_time_input(sde, t, parameterization).to(x.dtype)  # never a python float (DIFFUSERS-NOTES)
+        timestep = model_time_input(sde, t, parameterization).to(x.dtype)  # float tensor (not a python float)
         kwargs = {} if class_labels is None else {"class_labels": class_labels}
         out = unet(x, timestep, **kwargs)
         return getattr(out, "sample", out)

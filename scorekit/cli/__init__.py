@@ -11,7 +11,7 @@ import sys
 
 from scorekit import __version__
 
-from .common import DefaultsOnceFormatter, check_cli_args
+from .common import DefaultsOnceFormatter, add_spelling_aliases, check_cli_args
 
 # Subcommand modules of this package, in the order `scorekit --help` lists them.
 SUBCOMMANDS = ["sample", "inpaint", "colorize", "likelihood", "demo", "train", "train_classifier"]
@@ -29,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
         importlib.import_module(f"{__name__}.{name}").register(subparsers)
     for sub in subparsers.choices.values():  # every default shown once in --help
         sub.formatter_class = DefaultsOnceFormatter
+    add_spelling_aliases(parser)  # --batch-size and --batch_size alike
     return parser
 
 

@@ -8,10 +8,8 @@ import os
 
 import torch
 
-from scorekit.samplers import TIME_GRIDS
-from scorekit.sampling import SAMPLERS
-
-from ..utils import check_count, check_positive
+from ..checks import check_count, check_positive
+from ..samplers.registry import REGISTRY
 
 # Counts every subcommand may take, by argparse dest, with their smallest accepted value; checked by check_cli_args
 # (one validator, scorekit.utils.check_count) before any work, under the flag the user typed.
@@ -93,41 +91,70 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="random seed of the torch.Generator")
 
 
+def sampler_flags() -> dict[str, dict]:
+    """One flag per option of every registered sampler (``scorekit.samplers.registry``), as argparse keyword
+    arguments by option name; an option several samplers share is one flag, its help naming them."""
+    flags: dict[str, dict] = {}
+    users: dict[str, list[str]] = {}
+    for spec in REGISTRY.values():
+        for f in spec.options.fields():
+            users.setdefault(f.name, []).append(spec.name)
+            if f.name in flags:
+                continue
+            meta, kwargs = f.metadata, {"default": None, "help": f.metadata.get("help", "")}
+            if f.default is False:  # a switch: --probability-flow
+                kwargs["action"] = "store_true"
+            elif f.name == "timesteps":
+                kwargs.update(nargs="+", type=float, metavar="T")
+            elif meta.get("choices"):
+                kwargs["choices"] = list(meta["choices"])
+            else:
+                kwargs["type"] = meta.get("type") or str
+            flags[f.name] = kwargs
+    for name, kwargs in flags.items():
+        kwargs["help"] += f" [{', '.join(users[name])}]"
+    return flags
+
+
 def add_sampler_args(parser: argparse.ArgumentParser) -> None:
-    g = parser.add_argument_group("sampler")
-    g.add_argument("--sampler", choices=list(SAMPLERS), default=None,
-                   help="pc: predictor-corrector; ode: probability-flow ODE; ddim; ald: annealed Langevin; few-step: "
-                        "dpmsolver++ (multistep), dpmsolver++-singlestep, sde-dpmsolver++, edm-heun, "
-                        "dpmsolver-adaptive (default: what the pipeline's scheduler says)")
-    g.add_argument("--steps", type=int, default=None,
-                   help="number of time steps (default: 1000 for pc, 100 for ode/ddim/ald; adaptive ODE ignores it)")
-    g.add_argument("--predictor", choices=["reverse_diffusion", "euler_maruyama", "ancestral_sampling", "none"],
-                   default=None, help="PC predictor (default: the scheduler's)")
-    g.add_argument("--corrector", choices=["langevin", "ald", "none"], default=None,
-                   help="PC corrector (default: the scheduler's)")
-    g.add_argument("--snr", type=float, default=None, help="corrector signal-to-noise ratio, > 0")
-    g.add_argument("--n-corrector-steps", type=int, default=None, help="corrector steps per time step")
-    g.add_argument("--method", default=None,
-                   help="ODE solver: euler, heun (fixed steps) or dopri5, bosh3, scipy_RK45, ... (adaptive)")
-    g.add_argument("--rtol", type=float, default=None, help="relative tolerance of an adaptive ODE solve")
-    g.add_argument("--atol", type=float, default=None, help="absolute tolerance of an adaptive ODE solve")
-    g.add_argument("--eta", type=float, default=None, help="DDIM stochasticity, >= 0 (0: deterministic)")
+    """``--sampler`` (the registry's names), ``--steps`` (alias ``--num-inference-steps``), ``--no-denoise`` and one
+    flag per sampler option; a flag the chosen sampler does not have is an error naming the sampler's settings."""
+    g = parser.add_argument_group("sampler", "Each setting applies to the samplers in its [brackets]; the chosen "
+                                  "sampler rejects the others. Default: the pipeline scheduler's sampler and its "
+                                  "settings.")
+    lines = "; ".join(f"{name}: {spec.summary}" for name, spec in REGISTRY.items())
+    g.add_argument("--sampler", choices=list(REGISTRY), default=None,
+                   help=f"{lines} (default: what the pipeline's scheduler says)")
+    defaults = ", ".join(f"{name} {spec.default_steps}" for name, spec in REGISTRY.items() if spec.grid != "adaptive")
+    g.add_argument("--steps", "--num-inference-steps", dest="steps", type=int, default=None,
+                   help=f"intervals of the time grid (ald: noise levels; adaptive solvers choose their own); "
+                        f"default per sampler: {defaults}")
     g.add_argument("--no-denoise", action="store_true", help="skip the final denoising step")
-    g.add_argument("--order", type=int, default=None,
-                   help="solver order of the few-step samplers (dpmsolver++: 1-3, singlestep: 1-3, sde: 1-2, "
-                        "adaptive: 2-3)")
-    g.add_argument("--time-grid", choices=list(TIME_GRIDS), default=None,
-                   help="time grid of the few-step samplers: uniform t, uniform half-log-SNR, or EDM's rho-schedule")
+    for name, kwargs in sampler_flags().items():
+        g.add_argument(flag(name), dest=name, **kwargs)
 
 
 def sampler_overrides(args: argparse.Namespace) -> dict:
     """The ``scorekit.sample`` keyword arguments the user set on the command line."""
-    names = ["predictor", "corrector", "snr", "n_corrector_steps", "method", "rtol", "atol", "eta", "order",
-             "time_grid"]
-    out = {k: getattr(args, k) for k in names if getattr(args, k, None) is not None}
+    out = {k: getattr(args, k) for k in sampler_flags() if getattr(args, k, None) not in (None, False)}
     if getattr(args, "no_denoise", False):
         out["denoise"] = False
     return out
+
+
+def add_spelling_aliases(parser: argparse.ArgumentParser) -> None:
+    """Accept every long flag as ``--flag-name`` and ``--flag_name`` (as accelerate does), in this parser and its
+    subcommands; the help lists the spelling each flag was declared with."""
+    for action in list(parser._actions):
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                add_spelling_aliases(sub)
+            continue
+        for option in list(action.option_strings):
+            if option.startswith("--"):
+                body = option[2:]
+                alias = "--" + (body.replace("-", "_") if "-" in body else body.replace("_", "-"))
+                parser._option_string_actions.setdefault(alias, action)
 
 
 def load_pipeline(path: str, device: str = "cpu", pipeline_class=None):

@@ -8,7 +8,7 @@ import math
 import torch
 
 from ..likelihood import PROBES
-from ..ode import ADAPTIVE_METHODS
+from ..samplers.ode import ADAPTIVE_METHODS
 from .common import add_model_args, load_pipeline, open_image
 
 

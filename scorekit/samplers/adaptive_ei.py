@@ -14,11 +14,11 @@ import math
 
 import torch
 
-from .common import DataPrediction, call_back, project_fn
-from .dpm_solver import _finish
-from .timesteps import Grid, make_grid, t_of_lambda
+from .base import RunContext
+from .dpm_solver import first_order, singlestep_final, stage_state
+from .grids import Grid, make_grid, t_of_lambda
+from .options import AdaptiveEIOptions
 
-ADAPTIVE_ORDERS = (2, 3)
 THETA = 0.9
 H_INIT = 0.05  # first step in lambda, as the paper's code
 MAX_ATTEMPTS = 100_000
@@ -29,57 +29,62 @@ def _error(x_high, x_low, x_prev, rtol: float, atol: float) -> float:
     return float(((x_high - x_low) / scale).square().mean().sqrt())  # RMS over all elements, as torchdiffeq
 
 
-def _pair(x, x0_fn, sde, t: float, lam: float, h: float, m_s, order: int, eps: float):
-    """Lower- and higher-order solutions from ``(t, lambda)`` to ``lambda + h`` sharing data predictions."""
-    lams = torch.tensor([lam, lam + h] + [lam + r * h for r in ((0.5,) if order == 2 else (1 / 3, 2 / 3))],
-                        dtype=torch.float64)
-    g = Grid.at(sde, torch.cat([torch.tensor([t], dtype=torch.float64), t_of_lambda(sde, lams[1:], eps)]))
-    (a_t, a1), (s_s, s_t, s1) = g.alpha[[1, 2]].tolist(), g.std[[0, 1, 2]].tolist()
-    phi1 = math.expm1(-h)
-    x_first = (s_t / s_s) * x - (a_t * phi1) * m_s  # DDIM / DPM-Solver++1
-    r1 = 0.5 if order == 2 else 1 / 3
-    u1 = (s1 / s_s) * x - (a1 * math.expm1(-r1 * h)) * m_s
-    d1 = x0_fn(u1, float(g.t[2]), a1, s1) - m_s
-    x_2s = x_first - (0.5 / r1 * a_t * phi1) * d1  # 2S
+def _pair(x, ctx: RunContext, t: float, lam: float, h: float, m_s, order: int):
+    """Lower- and higher-order solutions from ``(t, lambda)`` to ``lambda + h`` sharing data predictions (the
+    singlestep kernels of :mod:`~scorekit.samplers.dpm_solver`)."""
+    rs = (0.5,) if order == 2 else (1 / 3, 2 / 3)
+    lams = torch.tensor([lam + h] + [lam + r * h for r in rs], dtype=torch.float64)
+    g = Grid.at(ctx.sde, torch.cat([torch.tensor([t], dtype=torch.float64), t_of_lambda(ctx.sde, lams, ctx.eps)]))
+    ts, alpha, std = g.t.tolist(), g.alpha.tolist(), g.std.tolist()  # [s, t, stage 1, (stage 2)]
+    x_first = first_order(x, m_s, std[1] / std[0], alpha[1], h)  # DDIM / DPM-Solver++1
+    u1 = stage_state(x, m_s, None, std[2] / std[0], alpha[2], h, rs[0], rs[0])
+    d1 = ctx.x0(u1, ts[2], alpha[2], std[2]) - m_s
+    x_2s = singlestep_final(x_first, alpha[1], h, 2, d1, None, rs[0], rs[0])
     if order == 2:
-        return x_2s, x_first, float(g.t[1])
-    r2, a2, s2 = 2 / 3, float(g.alpha[3]), float(g.std[3])
-    u2 = (s2 / s_s) * x - (a2 * math.expm1(-r2 * h)) * m_s + (r2 / r1 * a2 * (math.expm1(-r2 * h) / (r2 * h) + 1)) * d1
-    d2 = x0_fn(u2, float(g.t[3]), a2, s2) - m_s
-    return x_first + (a_t * (phi1 / h + 1) / r2) * d2, x_2s, float(g.t[1])  # 3S, 2S
+        return x_2s, x_first, ts[1]
+    u2 = stage_state(x, m_s, d1, std[3] / std[0], alpha[3], h, rs[1], rs[0])
+    d2 = ctx.x0(u2, ts[3], alpha[3], std[3]) - m_s
+    return singlestep_final(x_first, alpha[1], h, 3, d1, d2, rs[0], rs[1]), x_2s, ts[1]  # 3S, 2S
 
 
-def adaptive_ei(x, *, score_fn, sde, eps, generator, condition, progress, callback, steps, order, rtol, atol,
-                denoise):
-    """DPM-Solver-12 (``order=2``) or -23 (``order=3``) from T to eps with error control; ``steps`` is unused.
+def adaptive_ei_loop(x: torch.Tensor, ctx: RunContext, grid: None, opts: AdaptiveEIOptions) -> torch.Tensor:
+    """DPM-Solver-12 (``order=2``) or -23 (``order=3``) from T to eps with error control (no grid).
 
     NFE (counted by the caller): per accepted step ``order`` evaluations (``order - 1`` per rejected attempt, the
-    data prediction at the step's start being reused), plus one for denoising.
+    data prediction at the step's start being reused), plus one for denoising. The callback runs after every
+    accepted step ``i`` with that step's end time.
 
     Raises:
         RuntimeError: the solve needed more than ``MAX_ATTEMPTS`` attempts.
     """
-    ends = make_grid(sde, 1, eps, "uniform")  # (T, eps) with their kernel coefficients
+    ends = make_grid(ctx.sde, 1, ctx.eps, "uniform")  # (T, eps) with their kernel coefficients
     lam, lam_end = ends.lam.tolist()
-    x0_fn, project = DataPrediction(score_fn), project_fn(condition, False)
-    t, h, m_s, i = sde.T, H_INIT, None, 0
+    project, order = ctx.project_fn(False), opts.order
+    t, h, m_s, i = ctx.sde.T, H_INIT, None, 0
+    lam0, ticks = lam, ctx.fraction_progress()  # the bar follows lambda from lambda(T) to lambda(eps)
     for _ in range(MAX_ATTEMPTS):
         if lam >= lam_end:
             break
         if m_s is None:  # data prediction at the start of the step, once per accepted step
-            x = project(x, torch.full((x.shape[0],), t, dtype=x.dtype, device=x.device), generator)
-            alpha, std = sde.marginal_coef(torch.tensor([t], dtype=torch.float64))
-            m_s = x0_fn(x, t, float(alpha), float(std))
+            x = project(x, torch.full((x.shape[0],), t, dtype=x.dtype, device=x.device), ctx.generator)
+            alpha, std = ctx.sde.marginal_coef(torch.tensor([t], dtype=torch.float64))
+            m_s = ctx.x0(x, t, float(alpha), float(std))
         last = lam + h >= lam_end
         h = lam_end - lam if last else h
-        x_high, x_low, t_next = _pair(x, x0_fn, sde, t, lam, h, m_s, order, eps)
-        err = _error(x_high, x_low, x, rtol, atol)
+        x_high, x_low, t_next = _pair(x, ctx, t, lam, h, m_s, order)
+        err = _error(x_high, x_low, x, opts.rtol, opts.atol)
+        if not math.isfinite(err):  # a non-finite model output first, else the step itself (named by the guard)
+            ctx.guard.check()
+            raise ValueError(f"the adaptive DPM-Solver's step from t={t:.4g} produced non-finite values")
         if err <= 1:
-            x, t, lam, m_s = x_high, (eps if last else t_next), (lam_end if last else lam + h), None
-            x = call_back(i, t, x, callback)
+            x, t, lam, m_s = x_high, (ctx.eps if last else t_next), (lam_end if last else lam + h), None
+            x = ctx.end_step(i, x, t)
+            ticks.advance((lam - lam0) / (lam_end - lam0))
             i += 1
         h = THETA * h * max(err, 1e-12) ** (-1 / order)
     else:
-        raise RuntimeError(f"adaptive DPM-Solver did not reach eps in {MAX_ATTEMPTS} attempts (rtol={rtol}, "
-                           f"atol={atol})")
-    return _finish(x, ends, x0_fn, project, generator, denoise)
+        raise RuntimeError(f"adaptive DPM-Solver did not reach eps in {MAX_ATTEMPTS} attempts (rtol={opts.rtol}, "
+                           f"atol={opts.atol})")
+    ticks.close()
+    return ctx.finish(x, ends, project)
+

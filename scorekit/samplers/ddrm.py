@@ -29,10 +29,9 @@ from __future__ import annotations
 import torch
 
 from ..conditioning.inverse import DDRM, find_condition, spectral
-from ..ddim import tweedie_denoise
 from ..numerics import apply_callback
 from ..utils import append_dims, randn
-from .common import iterate
+from .kernels import tweedie_denoise
 
 
 def ddrm(x, *, score_fn, sde, eps, generator, condition, progress, callback, steps, denoise):
@@ -62,7 +61,7 @@ def ddrm(x, *, score_fn, sde, eps, generator, condition, progress, callback, ste
     start = spec.support & (sigmas[0] > spec.sigma)
     c = torch.where(start, spec.ybar + (sigmas[0] ** 2 - spec.sigma**2).clamp_min(0).sqrt() * z, c)
     x = spec.svd.V(c) * append_dims(alpha[0], x.ndim)
-    for i in iterate(steps, progress):
+    for i in range(steps):  # progress: restored when the loop is ported to the registry's signature
         x = _step(x, tb[i], sigmas[i], sigmas[i + 1], alpha[i + 1], score_fn, sde, spec, cond, generator)
         x = apply_callback(callback, i, ts[i + 1], x)
     if denoise:

@@ -8,7 +8,13 @@ probability-flow ODE solved exactly in its linear part gives (DPM-Solver++ eq. 9
 which at first order is DDIM (eta = 0). The multistep solvers (1, 2M, 3M) reuse the data predictions of previous
 steps; the singlestep solvers (2S, 3S) evaluate intermediate times inside each step; SDE-DPM-Solver++ (1, 2M) adds
 fresh noise (Lu et al. 2022, eq. 18; its first order is DDIM with eta = 1). Final steps lower the order as diffusers'
-``DPMSolverMultistepScheduler`` does (see :func:`~scorekit.samplers.common.step_order`).
+``DPMSolverMultistepScheduler`` does (:func:`step_order`).
+
+``steps`` is the number of grid intervals for all three. A singlestep step of order ``k`` spans ``k`` intervals and
+evaluates the model at each grid point inside it (on the default half-log-SNR grid: at ``r = 1/2`` or
+``r = 1/3, 2/3`` of the step in lambda, DPM-Solver's stages), so ``steps`` counts model evaluations as
+``num_inference_steps`` of diffusers' ``DPMSolverSinglestepScheduler`` does (its ``get_order_list``:
+:func:`singlestep_orders`); the final denoising is the last of diffusers' steps, the order-1 step to ``sigma = 0``.
 """
 
 from __future__ import annotations
@@ -18,21 +24,40 @@ import math
 import torch
 
 from ..utils import randn_like
-from .common import DataPrediction, call_back, iterate, project_fn, step_order
-from .timesteps import Grid, make_grid, t_of_lambda
-
-MULTISTEP_ORDERS = (1, 2, 3)
-SDE_ORDERS = (1, 2)
-SINGLESTEP_ORDERS = (1, 2, 3)
+from .base import RunContext
+from .grids import Grid
+from .options import DPMSolverOptions, DPMSolverSinglestepOptions, SDEDPMSolverOptions
 
 
+def step_order(order: int, i: int, n_steps: int, denoise: bool, warm_up: bool = True) -> int:
+    """Order of step ``i`` of ``n_steps`` multistep solver steps, as diffusers' DPMSolverMultistepScheduler lowers it.
+
+    Warm-up: step ``i`` has at most ``i + 1`` data predictions. Counting the final denoising step (to
+    ``sigma = 0``) as one more step, a run of fewer than 15 steps takes its last step at order 1 and the one before
+    at order <= 2 (``lower_order_final``); with ``denoise`` the last step is the denoising itself.
+    """
+    total = n_steps + int(denoise)
+    k = min(order, i + 1) if warm_up else order
+    if i == total - 1 and total < 15:
+        k = 1
+    elif i == total - 2 and total < 15:
+        k = min(k, 2)
+    return k
+
+
+def first_order(x: torch.Tensor, m: torch.Tensor, std_ratio: float, alpha_t: float, h: float) -> torch.Tensor:
+    """DPM-Solver++(1) = DDIM (eq. 9): ``(std_t / std_s) x - alpha_t (e^{-h} - 1) x0_s``."""
+    return std_ratio * x - (alpha_t * math.expm1(-h)) * m
+
+
+# --- multistep 1 / 2M / 3M and SDE 1 / 2M ------------------------------------------------------------------------
 def multistep_update(x: torch.Tensor, grid: Grid, i: int, history: list, order: int) -> torch.Tensor:
     """DPM-Solver++ multistep update from ``t_i`` to ``t_{i+1}``; ``history``: ``[(lambda, x0), ...]``, newest last."""
     lam, a_t, s_t, s_s = grid.lam, float(grid.alpha[i + 1]), float(grid.std[i + 1]), float(grid.std[i])
     h = float(lam[i + 1] - lam[i])
     phi1 = math.expm1(-h)
     m0 = history[-1][1]
-    x_t = (s_t / s_s) * x - (a_t * phi1) * m0  # first order = DDIM (DPM-Solver++ eq. 9)
+    x_t = first_order(x, m0, s_t / s_s, a_t, h)
     if order == 1:
         return x_t
     r0 = (history[-1][0] - history[-2][0]) / h
@@ -60,85 +85,104 @@ def sde_multistep_update(x, grid: Grid, i: int, history: list, order: int, noise
     return (s_t / s_s * math.exp(-h)) * x + (a_t * one_minus) * drift + (s_t * math.sqrt(one_minus)) * noise
 
 
-def dpm_solver_pp(x, *, score_fn, sde, eps, generator, condition, progress, callback, steps, order, time_grid, rho,
-                  timesteps, denoise, stochastic=False):
-    """Multistep DPM-Solver++ (orders 1-3) or SDE-DPM-Solver++ (``stochastic``, orders 1-2) from T to eps.
+def multistep_loop(x: torch.Tensor, ctx: RunContext, grid: Grid, opts: DPMSolverOptions,
+                   stochastic: bool = False) -> torch.Tensor:
+    """Multistep DPM-Solver++ (orders 1-3) or SDE-DPM-Solver++ (``stochastic``, orders 1-2) over the grid.
 
     NFE: one per grid step, plus one for the final denoising (the step to ``sigma = 0``).
     """
-    grid = make_grid(sde, steps, eps, time_grid, rho, timesteps)
-    x0_fn, project = DataPrediction(score_fn), project_fn(condition, stochastic)
+    project, generator = ctx.project_fn(stochastic), ctx.generator
+    tb = ctx.batch_times(x.shape[0])
     history: list = []
-    for i in iterate(grid.steps, progress):
-        t = _tb(float(grid.t[i]), x)  # the step's (B,) time, built once for the projection and the model
-        x = project(x, t, generator)
-        history = (history + [(float(grid.lam[i]), x0_fn(x, t, float(grid.alpha[i]), float(grid.std[i])))])[-3:]
-        k = step_order(order, i, grid.steps, denoise)
+    for i in ctx.iterate(grid.steps):
+        x = project(x, tb[i], generator)
+        history = (history + [(float(grid.lam[i]), ctx.x0(x, tb[i], float(grid.alpha[i]), float(grid.std[i])))])[-3:]
+        k = step_order(opts.order, i, grid.steps, ctx.denoise)
         if stochastic:
             x = sde_multistep_update(x, grid, i, history, k, randn_like(x, generator))
         else:
             x = multistep_update(x, grid, i, history, k)
-        x = call_back(i, float(grid.t[i + 1]), x, callback)
-    return _finish(x, grid, x0_fn, project, generator, denoise)
+        x = ctx.end_step(i, x)
+    return ctx.finish(x, grid, project)
 
 
-def _finish(x, grid: Grid, x0_fn, project, generator, denoise: bool) -> torch.Tensor:
-    """Project at ``eps`` and, with ``denoise``, take the order-1 step to ``sigma = 0``: ``x0(x, eps)``."""
-    t_end = _tb(float(grid.t[-1]), x)
-    x = project(x, t_end, generator)
-    return x0_fn(x, t_end, float(grid.alpha[-1]), float(grid.std[-1])) if denoise else x
+def sde_multistep_loop(x: torch.Tensor, ctx: RunContext, grid: Grid, opts: SDEDPMSolverOptions) -> torch.Tensor:
+    """SDE-DPM-Solver++ (1, 2M): :func:`multistep_loop` with fresh noise."""
+    return multistep_loop(x, ctx, grid, opts, stochastic=True)
 
 
-def _tb(t: float, x: torch.Tensor) -> torch.Tensor:
-    return torch.full((x.shape[0],), t, dtype=x.dtype, device=x.device)
+# --- singlestep 1 / 2S / 3S ----------------------------------------------------------------------------------------
+def singlestep_orders(order: int, n_evals: int, final_zero: bool) -> list[int]:
+    """diffusers' ``DPMSolverSinglestepScheduler.get_order_list`` for ``n_evals`` model evaluations.
 
-
-# --- singlestep 2S / 3S ----------------------------------------------------------------------------------------------
-def stage_grid(sde, grid: Grid, fractions: tuple[float, ...], eps: float) -> list[Grid]:
-    """For each fraction ``r``, the times at ``lambda_i + r h_i`` inside every step (float64 ``(steps,)`` grids)."""
-    lam = grid.lam
-    return [Grid.at(sde, t_of_lambda(sde, lam[:-1] + r * (lam[1:] - lam[:-1]), eps)) for r in fractions]
-
-
-def singlestep_update(x, x0_fn, grid: Grid, stages: list[Grid], i: int, m_s: torch.Tensor, order: int):
-    """One singlestep DPM-Solver++ step (order 1, 2S with r1 = 1/2, 3S with r1 = 1/3, r2 = 2/3); returns x at t_{i+1}.
-
-    2S: ``u = (std_1/std_s) x - alpha_1 (e^{-r1 h} - 1) x0_s``, ``D = x0(u) - x0_s``,
-    ``x_t = (std_t/std_s) x - alpha_t (e^{-h} - 1) (x0_s + D / (2 r1))`` (DPM-Solver++ Algorithm 1).
+    With ``lower_order_final`` (always, when the run ends at ``sigma = 0``: ``final_zero``; otherwise when
+    ``n_evals`` is not a multiple of ``order``), and the last order set to 1 with ``final_zero``. Each run
+    ``1, 2, ..., k`` of the list is one order-``k`` step over ``k`` grid intervals.
     """
-    a_t, s_t, s_s = float(grid.alpha[i + 1]), float(grid.std[i + 1]), float(grid.std[i])
-    h = float(grid.lam[i + 1] - grid.lam[i])
-    phi1 = math.expm1(-h)
-    x_t = (s_t / s_s) * x - (a_t * phi1) * m_s
-    if order == 1:
-        return x_t
-    r1 = 0.5 if len(stages) == 1 else 1 / 3  # a 3S run lowered to 2S keeps its stage at r1 = 1/3
-    g1 = stages[0]
-    a1, s1 = float(g1.alpha[i]), float(g1.std[i])
-    u1 = (s1 / s_s) * x - (a1 * math.expm1(-r1 * h)) * m_s
-    d1 = x0_fn(u1, float(g1.t[i]), a1, s1) - m_s
+    n, lower = n_evals, final_zero or n_evals % order != 0
+    if order == 1 or not lower:
+        orders = [1] * n if order == 1 else list(range(1, order + 1)) * (n // order)
+    elif order == 2:
+        orders = [1, 2] * (n // 2 - 1) + [1, 1] if n % 2 == 0 else [1, 2] * (n // 2) + [1]
+    else:
+        tail = {0: [1, 2, 1], 1: [1], 2: [1, 2]}[n % 3]
+        orders = [1, 2, 3] * (n // 3 - (n % 3 == 0)) + tail
+    if final_zero:
+        orders[-1] = 1
+    return orders
+
+
+def singlestep_blocks(order: int, steps: int, denoise: bool) -> list[int]:
+    """The order of each singlestep step over ``steps`` grid intervals (they sum to ``steps``); with ``denoise``
+    the list covers ``steps + 1`` evaluations and its final order-1 step is the denoising."""
+    orders = singlestep_orders(order, steps + int(denoise), denoise)
+    blocks = [k for j, k in enumerate(orders) if j + 1 == len(orders) or orders[j + 1] == 1]
+    return blocks[:-1] if denoise else blocks
+
+
+def stage_state(x, m_s, d1, std_ratio: float, alpha: float, h: float, r: float, r1: float) -> torch.Tensor:
+    """The state at ``lambda_s + r h`` inside a singlestep step: DDIM from ``x_s`` (stage 1, ``d1 = None``), plus the
+    second-order term of DPM-Solver-3's stage 2 (Lu et al. 2022a, Algorithm 2, in data prediction)."""
+    u = first_order(x, m_s, std_ratio, alpha, r * h)
+    if d1 is None:
+        return u
+    return u + (r / r1 * alpha * (math.expm1(-r * h) / (r * h) + 1)) * d1
+
+
+def singlestep_final(x_first, alpha_t: float, h: float, order: int, d1, d2, r1: float, r2: float) -> torch.Tensor:
+    """The end of a 2S step, ``x_first - alpha_t (e^{-h} - 1) D1 / (2 r1)`` (DPM-Solver++ Algorithm 1), or of a 3S
+    step, ``x_first + alpha_t ((e^{-h} - 1) / h + 1) D2 / r2``; ``x_first`` the DDIM step, ``Dk = x0(u_k) - x0_s``."""
     if order == 2:
-        return x_t - (0.5 / r1 * a_t * phi1) * d1
-    r2, g2 = 2 / 3, stages[1]
-    a2, s2 = float(g2.alpha[i]), float(g2.std[i])
-    phi_22 = math.expm1(-r2 * h) / (r2 * h) + 1
-    u2 = (s2 / s_s) * x - (a2 * math.expm1(-r2 * h)) * m_s + (r2 / r1 * a2 * phi_22) * d1
-    d2 = x0_fn(u2, float(g2.t[i]), a2, s2) - m_s
-    return x_t + (a_t * (phi1 / h + 1) / r2) * d2  # DPM-Solver-3 in data prediction (Lu et al. 2022a, Alg. 2)
+        return x_first - (0.5 / r1 * alpha_t * math.expm1(-h)) * d1
+    return x_first + (alpha_t * (math.expm1(-h) / h + 1) / r2) * d2
 
 
-def dpm_solver_pp_singlestep(x, *, score_fn, sde, eps, generator, condition, progress, callback, steps, order,
-                             time_grid, rho, timesteps, denoise):
-    """Singlestep DPM-Solver++ (1, 2S, 3S) from T to eps; NFE = ``order`` per step (lowered at the final steps as
-    :func:`~scorekit.samplers.common.step_order` says), plus one for denoising."""
-    grid = make_grid(sde, steps, eps, time_grid, rho, timesteps)
-    stages = stage_grid(sde, grid, (0.5,) if order == 2 else (1 / 3, 2 / 3), eps) if order > 1 else []
-    x0_fn, project = DataPrediction(score_fn), project_fn(condition, False)
-    for i in iterate(grid.steps, progress):
-        t = _tb(float(grid.t[i]), x)  # the step's (B,) time, built once for the projection and the model
-        x = project(x, t, generator)
-        m_s = x0_fn(x, t, float(grid.alpha[i]), float(grid.std[i]))
-        k = step_order(order, i, grid.steps, denoise, warm_up=False)
-        x = singlestep_update(x, x0_fn, grid, stages, i, m_s, k)
-        x = call_back(i, float(grid.t[i + 1]), x, callback)
-    return _finish(x, grid, x0_fn, project, generator, denoise)
+def singlestep_loop(x: torch.Tensor, ctx: RunContext, grid: Grid, opts: DPMSolverSinglestepOptions) -> torch.Tensor:
+    """Singlestep DPM-Solver++ (1, 2S, 3S) over the grid; NFE = ``steps`` plus one for denoising.
+
+    Grid point ``b + j`` inside an order-``k`` step from ``b`` is a stage: the model is evaluated there, and the
+    callback of interval ``b + j - 1`` sees (and may replace) the stage's state before that evaluation.
+    """
+    project, generator = ctx.project_fn(False), ctx.generator
+    tb, lam = ctx.batch_times(x.shape[0]), grid.lam.tolist()
+    alpha, std = grid.alpha.tolist(), grid.std.tolist()
+    ticks, b = iter(ctx.iterate(grid.steps)), 0  # the progress bar advances one grid interval at a time
+    for k in singlestep_blocks(opts.order, grid.steps, ctx.denoise):
+        next(ticks, None)
+        x = project(x, tb[b], generator)
+        m_s = ctx.x0(x, tb[b], alpha[b], std[b])
+        h = lam[b + k] - lam[b]
+        r = [(lam[b + j] - lam[b]) / h for j in range(k)]  # stage fractions: r[1] = r1, r[2] = r2
+        d = [None]
+        for j in range(1, k):  # stages b + 1 .. b + k - 1
+            u = stage_state(x, m_s, d[j - 1] if j == 2 else None, std[b + j] / std[b], alpha[b + j], h, r[j], r[1])
+            u = project(ctx.end_step(b + j - 1, u), tb[b + j], generator)
+            next(ticks, None)
+            d.append(ctx.x0(u, tb[b + j], alpha[b + j], std[b + j]) - m_s)
+        x = first_order(x, m_s, std[b + k] / std[b], alpha[b + k], h)
+        if k > 1:
+            x = singlestep_final(x, alpha[b + k], h, k, d[1], d[-1], r[1], r[-1])
+        b += k
+        x = ctx.end_step(b - 1, x)
+    next(ticks, None)  # closes a tqdm bar
+    return ctx.finish(x, grid, project)

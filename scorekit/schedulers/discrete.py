@@ -28,6 +28,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from ..samplers.kernels import tweedie_x0
 from ..sde import SDE, VESDE
 from ..utils import append_dims
 
@@ -125,7 +126,6 @@ def clip_denoised_score(score: torch.Tensor, x: torch.Tensor, t: torch.Tensor, s
     (the paper does not clip); with it, an ancestral step equals diffusers' DDPM step with ``clip_sample=True``, and a
     DDIM step diffusers' with ``clip_sample=True, use_clipped_model_output=True``.
     """
-    a, s = sde.marginal_coef(t)
-    a, s2 = append_dims(a, x.ndim), append_dims(s**2, x.ndim)
-    x0 = ((x + s2 * score) / a).clamp(*data_range)
-    return (a * x0 - x) / s2
+    a, s = (append_dims(c, x.ndim) for c in sde.marginal_coef(t))
+    x0 = tweedie_x0(x, score, a, s).clamp(*data_range)
+    return (a * x0 - x) / s**2

@@ -1,11 +1,14 @@
 """``step()`` form of the few-step solvers for :class:`ScoreSDEODEScheduler` (diffusers loops, one model call per
-``timesteps`` entry).
+``timesteps`` entry), over the kernels ``scorekit.sample`` runs (:mod:`scorekit.samplers.dpm_solver`,
+:mod:`scorekit.samplers.edm`).
 
 - ``"dpmsolver++"`` / ``"sde-dpmsolver++"``: ``timesteps`` are the grid times ``t_0 .. t_{n-1}`` and, with
   ``denoise``, ``t_n = eps`` once more, whose step returns the data prediction (the order-1 step to ``sigma = 0``,
   as diffusers' ``final_sigmas_type="zero"``); the solver keeps its previous data predictions.
-- ``"edm-heun"``: stage times ``t_0, t_1, t_1, ..., t_{n-1}, t_{n-1}, t_n`` (an Euler stage then a correction, like
-  diffusers' ``HeunDiscreteScheduler``), then ``t_n`` once more with ``denoise``.
+- ``"edm-heun"``: stage times ``t^_0, t_1, t^_1, t_2, ..., t^_{n-1}, t_n`` (an Euler stage at the churned time
+  ``t^_i``, then a correction at ``t_{i+1}``, like diffusers' ``HeunDiscreteScheduler``; without churn ``t^_i = t_i``),
+  then ``t_n`` once more with ``denoise``. With ``s_churn > 0`` a correction stage returns the state already churned
+  to the next Euler stage's time (the churn noise is drawn from ``generator`` there).
 
 Same ODE as ``scorekit.sample`` with the same settings; ``step`` returns ``(prev_sample, x0)`` as
 ``prev_sample`` / ``prev_sample_mean``.
@@ -13,91 +16,88 @@ Same ODE as ``scorekit.sample`` with the same settings; ``step`` returns ``(prev
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
 from ..numerics import compute_dtype
-from ..samplers import FEW_STEP_SAMPLERS, make_grid
-from ..samplers.common import step_order
-from ..samplers.dpm_solver import multistep_update, sde_multistep_update
+from ..samplers.dpm_solver import multistep_update, sde_multistep_update, step_order
+from ..samplers.edm import churn, churn_grid, euler_stage, heun_correction
+from ..samplers.grids import Grid, build_grid
+from ..samplers.kernels import tweedie_x0
 from ..score import output_to_score
-from ..utils import append_dims, batch_time, randn_like
-
-STEPPED = ("dpmsolver++", "sde-dpmsolver++", "edm-heun")  # the few-step solvers step() supports
-PIPELINE_ONLY = tuple(s for s in FEW_STEP_SAMPLERS if s not in STEPPED)
+from ..utils import batch_time, randn_like
 
 
-def heun_stage_times(t: torch.Tensor) -> torch.Tensor:
-    """Stage times of a two-stage (Heun) step() loop on the grid ``t``: ``t_0, t_1, t_1, ..., t_{n-1}, t_{n-1}, t_n``
-    (an Euler stage, then the correction at the step's end time)."""
-    return torch.cat([t[:1], t[1:-1].repeat_interleave(2), t[-1:]])
+def heun_stage_times(t: torch.Tensor, t_hat: torch.Tensor | None = None) -> torch.Tensor:
+    """Stage times of a two-stage (Heun) step() loop on the grid ``t``: ``t^_0, t_1, t^_1, ..., t^_{n-1}, t_n`` (an
+    Euler stage at ``t^_i``, default ``t_i``, then the correction at the step's end time)."""
+    t_hat = t[:-1] if t_hat is None else t_hat
+    return torch.stack([t_hat, t[1:]], dim=1).reshape(-1)
 
 
 class FewStepSchedulerMixin:
-    """Grid, state and ``step`` of the few-step solvers (expects ``self.sde``, ``self.config`` of the scheduler)."""
+    """Grid, state and ``step`` of the few-step solvers (expects ``self.sde``, ``self.config`` and
+    ``self.options``, the validated sampler options, of the scheduler)."""
 
     def _few_step_set_timesteps(self, num_inference_steps: int | None, device, timesteps=None) -> None:
-        c = self.config
-        grid_name = c.time_grid or ("karras" if c.solver == "edm-heun" else "logsnr")
-        self._grid = make_grid(self.sde, num_inference_steps, self.sde.sampling_eps, grid_name, c.rho, timesteps)
-        t = self._grid.t.to(torch.float32)
-        t = heun_stage_times(t) if c.solver == "edm-heun" else t[:-1]
-        if c.denoise:
-            t = torch.cat([t, self._grid.t[-1:].to(torch.float32)])
+        opts = type(self.options)(**{**self.options.as_dict(), "timesteps": timesteps})
+        self._grid = build_grid("fixed", opts, self.sde, num_inference_steps, self.sde.sampling_eps)
+        self._hat = None
+        t = self._grid.t
+        if opts.name == "edm-heun":
+            self._hat = churn_grid(self.sde, self._grid, self.sde.sampling_eps, opts.s_churn, opts.s_tmin,
+                                   opts.s_tmax)
+            t = heun_stage_times(t, self._hat.t)
+        else:
+            t = t[:-1]
+        if self.config.denoise:
+            t = torch.cat([t, self._grid.t[-1:]])
+        self._stages = Grid.at(self.sde, t)  # alpha, std at every stage time (float64)
         self.num_inference_steps = self._grid.steps
-        self.timesteps = t.to(device or "cpu")
+        self.timesteps = t.to(torch.float32).to(device or "cpu")
         self._t_grid = self._grid.t.to(torch.float32)
         self._stage, self._history, self._edm_state = 0, [], None
 
-    def _data_prediction(self, model_output, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    def _data_prediction(self, model_output, stage: int, x: torch.Tensor) -> torch.Tensor:
+        """Tweedie's x0 at stage ``stage`` from the raw model output (the kernel ``scorekit.sample`` uses)."""
+        g = self._stages
+        t = batch_time(float(g.t[stage]), x.shape[0], x)
         score = output_to_score(model_output.to(x.dtype), t, self.sde, self.config.prediction_type, x)
-        alpha, std = self.sde.marginal_coef(t)
-        return (x + append_dims(std**2, x.ndim) * score) / append_dims(alpha, x.ndim)
+        return tweedie_x0(x, score, float(g.alpha[stage]), float(g.std[stage]))
 
     def _few_step_step(self, model_output, sample, generator) -> tuple[torch.Tensor, torch.Tensor]:
         if self._stage >= len(self.timesteps):
             raise ValueError(f"step() called {self._stage + 1} times but timesteps has {len(self.timesteps)} entries; "
                              f"call set_timesteps again to start a new run")
         x = sample.to(compute_dtype(sample.dtype))
-        stage, grid = self._stage, self._grid
+        stage, grid, name = self._stage, self._grid, self.options.name
         self._stage += 1
-        solver = self.config.solver
-        n_stages = len(self.timesteps) - int(self.config.denoise)
-        i = stage if solver != "edm-heun" else (stage + 1) // 2 if stage % 2 else stage // 2
-        t = batch_time(float(grid.t[min(i, grid.steps)]), x.shape[0], x)
-        x0 = self._data_prediction(model_output, t, x)
-        if stage == n_stages:  # the final denoising step: x0(x, eps)
+        x0 = self._data_prediction(model_output, stage, x)
+        if stage == len(self.timesteps) - int(self.config.denoise):  # the final denoising step: x0(x, eps)
             return x0.to(sample.dtype), x0.to(sample.dtype)
-        if solver == "edm-heun":
-            return self._heun_stage(x, x0, stage, grid, sample.dtype)
+        if name == "edm-heun":
+            return self._heun_stage(x, x0, stage, generator, sample.dtype)
+        i = stage
         self._history = (self._history + [(float(grid.lam[i]), x0)])[-3:]
-        k = step_order(self.config.order, i, grid.steps, self.config.denoise)
-        if solver == "sde-dpmsolver++":
+        k = step_order(self.options.order, i, grid.steps, self.config.denoise)
+        if name == "sde-dpmsolver++":
             x = sde_multistep_update(x, grid, i, self._history, k, randn_like(x, generator))
         else:
             x = multistep_update(x, grid, i, self._history, k)
         return x.to(sample.dtype), x0.to(sample.dtype)
 
-    def _heun_stage(self, x, x0, stage: int, grid, dtype):
-        """EDM Algorithm 2 without churn: Euler stage at ``t_i`` (even stages), trapezoid at ``t_{i+1}`` (odd)."""
+    def _heun_stage(self, x, x0, stage: int, generator, dtype):
+        """EDM Algorithm 2: Euler stage at ``t^_i`` (even stages), trapezoid at ``t_{i+1}`` (odd), then the churn of
+        step ``i + 1``."""
+        grid, hat, i = self._grid, self._hat, stage // 2
+        s_hat, s_next, a_next = float(hat.sigma[i]), float(grid.sigma[i + 1]), float(grid.alpha[i + 1])
         if stage % 2 == 0:
-            i = stage // 2
-            xs = x / float(grid.alpha[i])
-            d = (xs - x0) / float(grid.sigma[i])
-            self._edm_state = (xs, d, i)
-            x_euler = xs + (float(grid.sigma[i + 1]) - float(grid.sigma[i])) * d
-            return (float(grid.alpha[i + 1]) * x_euler).to(dtype), x0.to(dtype)
-        xs, d, i = self._edm_state
-        d_next = (x / float(grid.alpha[i + 1]) - x0) / float(grid.sigma[i + 1])
-        xs = xs + (float(grid.sigma[i + 1]) - float(grid.sigma[i])) * 0.5 * (d + d_next)
-        return (float(grid.alpha[i + 1]) * xs).to(dtype), x0.to(dtype)
-
-    def _few_step_sample_kwargs(self) -> dict[str, Any]:
-        c = self.config
-        kwargs: dict[str, Any] = {"sampler": c.solver, "denoise": c.denoise}
-        if c.solver != "edm-heun":
-            kwargs["order"] = c.order
-        if c.solver == "dpmsolver-adaptive":
-            return {**kwargs, "rtol": c.rtol, "atol": c.atol}
-        return {**kwargs, "time_grid": c.time_grid, "rho": c.rho}
+            xs = x / float(hat.alpha[i])
+            d, x_euler = euler_stage(xs, x0, s_hat, s_next)
+            self._edm_state = (xs, d)
+            return (a_next * x_euler).to(dtype), x0.to(dtype)
+        xs, d = self._edm_state
+        xs = heun_correction(xs, d, x / a_next, x0, s_hat, s_next)
+        if i + 1 < grid.steps and float(hat.sigma[i + 1]) > s_next:  # churn for the next step (line 5)
+            xs = churn(xs, s_next, float(hat.sigma[i + 1]), self.options.s_noise, generator)
+            return (float(hat.alpha[i + 1]) * xs).to(dtype), x0.to(dtype)
+        return (a_next * xs).to(dtype), x0.to(dtype)

@@ -41,7 +41,8 @@ VARIANCE_TYPES = {"fixed_small": "fixed_small", "fixed_large": "fixed_large",
 # clip_sample, ...) are read from the diffusers config, which got them from scorekit's
 CARRIED_MODEL_KEYS = ("sde_type", "beta_min", "beta_max", "sigma_min", "sigma_max", "sampling_eps", "data_range")
 CARRIED_SAMPLER_KEYS = ("predictor", "corrector", "snr", "n_corrector_steps", "denoise", "discretization",
-                        "use_clipped_model_output", "solver", "eta", "rtol", "atol", "order", "time_grid", "rho")
+                        "use_clipped_model_output", "solver", "eta", "rtol", "atol", "order", "time_grid", "rho",
+                        "probability_flow", "snr_norm", "s_churn", "s_noise", "s_tmin", "s_tmax")
 # diffusers' discrete-timestep keys with the values under which they change nothing scorekit's continuous grid does
 GRID_DEFAULTS = {"timestep_spacing": "leading", "steps_offset": 0, "set_alpha_to_one": True}
 _WARNED: set[str] = set()

@@ -1,4 +1,4 @@
-"""Shared config and conversions of scorekit's diffusers schedulers (layer 4 of DESIGN.md).
+"""Shared config and conversions of scorekit's diffusers schedulers (layer 4 of docs/architecture.md).
 
 The schedulers are thin ``SchedulerMixin, ConfigMixin`` classes over the sampling math in ``scorekit``: the SDE is
 built from the config, ``timesteps`` are continuous times ``t`` in ``[eps, T]``, the network is fed
@@ -15,7 +15,7 @@ from diffusers.configuration_utils import ConfigMixin
 from diffusers.schedulers.scheduling_utils import SchedulerMixin, SchedulerOutput
 
 from ..numerics import compute_dtype
-from ..sampling import time_grid
+from ..samplers.grids import make_grid, steps_of_timesteps
 from ..score import PREDICTION_TYPES, model_time_input, output_to_denoised, output_to_score
 from ..sde import SDE, SDES, DiscreteVPSDE, get_sde
 from ..utils import append_dims, batch_time, check_choice, check_positive
@@ -104,20 +104,28 @@ class ScoreSDESchedulerBase(SchedulerMixin, ConfigMixin):
         return super().from_config(config, return_unused_kwargs=return_unused_kwargs, **kwargs)
 
     # --- time grid -------------------------------------------------------------------------------------------------
-    def set_timesteps(self, num_inference_steps: int, device: str | torch.device | None = None):
-        """Set the uniform grid of ``num_inference_steps`` steps from ``T`` down to ``sampling_eps``.
+    def set_timesteps(self, num_inference_steps: int | None = None, device: str | torch.device | None = None,
+                      timesteps=None):
+        """Set the uniform grid of ``num_inference_steps`` steps from ``T`` down to ``sampling_eps``, or the user's
+        ``timesteps`` (strictly decreasing times in ``[sampling_eps, T]``; a grid starting below ``T`` needs a start
+        state drawn there, see :func:`scorekit.samplers.grids.start_state`).
 
         With ``discretization="discrete"`` the timesteps are diffusers': DDPM/DDIM integer labels with the config's
         ``timestep_spacing`` and ``steps_offset`` (VP, sub-VP) or ScoreSdeVe's ``linspace(1, sampling_eps, S)`` (VE);
         the last step lands on clean data (or on ``alpha_bar_0`` with DDIM's ``set_alpha_to_one=False``).
         """
+        discrete = self.config.get("discretization", "continuous") == "discrete"
+        if discrete and timesteps is not None:
+            raise ValueError("timesteps= needs discretization='continuous' (the discrete mode follows diffusers' own "
+                             "timesteps)")
+        num_inference_steps = steps_of_timesteps(timesteps, num_inference_steps)
         check_positive("num_inference_steps", num_inference_steps, integer=True)
         self.num_inference_steps = num_inference_steps
-        if self.config.get("discretization", "continuous") == "discrete":
+        if discrete:
             self._t_grid = self._discrete_grid(num_inference_steps).to(device or "cpu")
         else:
-            self._t_grid = time_grid(self.sde, num_inference_steps, self.sde.sampling_eps, torch.float32,
-                                     device or "cpu")
+            grid = make_grid(self.sde, num_inference_steps, self.sde.sampling_eps, "uniform", timesteps=timesteps)
+            self._t_grid = grid.t.to(dtype=torch.float32, device=device or "cpu")
         self.timesteps = self._stage_times()
 
     def _discrete_grid(self, steps: int) -> torch.Tensor:

@@ -8,26 +8,46 @@ import torch
 from diffusers.configuration_utils import register_to_config
 from diffusers.schedulers.scheduling_utils import SchedulerMixin  # noqa: F401  (diffusers' loader looks it up here)
 
-from ..ddim import ddim_step
-from ..ode import ADAPTIVE_METHODS, pf_ode_drift
-from ..samplers import FEW_STEP_SAMPLERS, few_step_settings
-from ..utils import append_dims, batch_time, check_choice, check_positive
-from .few_step import PIPELINE_ONLY, STEPPED, FewStepSchedulerMixin, heun_stage_times
+from ..samplers.ddim import ddim_step
+from ..samplers.kernels import pf_ode_drift
+from ..samplers.ode import euler_update, heun_update
+from ..samplers.options import ADAPTIVE_METHODS, FIXED_METHODS, ODEOptions, SamplerOptions
+from ..samplers.registry import REGISTRY, get_spec
+from ..utils import batch_time, check_choice
+from .few_step import FewStepSchedulerMixin, heun_stage_times
 from .scheduling_score_sde_base import ScoreSDESchedulerBase, ScoreSDESchedulerOutput
 
-STEP_SOLVERS = ("euler", "heun", "ddim")
-SOLVERS = (*FEW_STEP_SAMPLERS, *STEP_SOLVERS, *ADAPTIVE_METHODS)  # every value of ``solver``
+
+def ode_solvers() -> tuple[str, ...]:
+    """The ``solver`` values: the PF-ODE methods and every registered sampler this scheduler configures."""
+    named = [n for n, spec in REGISTRY.items() if spec.scheduler == "ScoreSDEODEScheduler" and n != "ode"]
+    return (*FIXED_METHODS, *ADAPTIVE_METHODS, *named)
+
+
+def solver_options(config) -> SamplerOptions:
+    """The validated sampler options a scheduler config selects (``solver`` plus the settings it has)."""
+    if config["solver"] in FIXED_METHODS + ADAPTIVE_METHODS:
+        return ODEOptions(method=config["solver"], rtol=config["rtol"], atol=config["atol"])
+    cls = get_spec(config["solver"]).options
+    return cls(**{k: config[k] for k in cls.option_names() if k in config and k != "timesteps"})
+
+
+def __getattr__(name):  # SOLVERS: every value of ``solver``, read live from the registry
+    if name == "SOLVERS":
+        return ode_solvers()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class ScoreSDEODEScheduler(FewStepSchedulerMixin, ScoreSDESchedulerBase):
     """Sampling through the probability-flow ODE: DPM-Solver++ (the default: 2M on the half-log-SNR grid), its SDE
     variant, EDM Heun, Euler, Heun or DDIM steps, or an adaptive solve.
 
-    ``step`` supports the fixed-step solvers; Heun is second order and takes two model calls per step, so its
-    ``timesteps`` repeat each inner time (like diffusers' ``HeunDiscreteScheduler``). Adaptive solvers
-    (``solver="dopri5"`` and friends), the singlestep DPM-Solver++ and the adaptive exponential integrator run only
-    through the pipeline / ``scorekit.sample``, which own the model. The few-step solvers' ``step`` is described in
-    :mod:`scorekit.schedulers.few_step`.
+    ``step`` supports the samplers the registry marks ``has_step`` (``scorekit.samplers.registry``); Heun is second
+    order and takes two model calls per step, so its ``timesteps`` repeat each inner time (like diffusers'
+    ``HeunDiscreteScheduler``). Adaptive solvers (``solver="dopri5"`` and friends), the singlestep DPM-Solver++ and
+    the adaptive exponential integrator run only through the pipeline / ``scorekit.sample``, which own the model.
+    The few-step solvers' ``step`` is described in :mod:`scorekit.schedulers.few_step`. Every setting is validated
+    by the sampler's options class (``self.options``), the one ``scorekit.sample`` uses.
 
     Args:
         sde_type, beta_min, beta_max, sigma_min, sigma_max, num_train_timesteps, sampling_eps, prediction_type,
@@ -39,6 +59,7 @@ class ScoreSDEODEScheduler(FewStepSchedulerMixin, ScoreSDESchedulerBase):
         time_grid: ``"uniform"``, ``"logsnr"`` or ``"karras"`` for the few-step solvers; ``None``: the solver's own
             default (``"logsnr"``; ``"karras"`` for EDM Heun).
         rho: exponent of the ``"karras"`` grid.
+        s_churn, s_noise, s_tmin, s_tmax: EDM's churn settings (``"edm-heun"``; ``s_churn = 0``: no churn).
         eta: DDIM stochasticity (0 = deterministic, the PF-ODE's DDIM discretization).
         rtol, atol: tolerances of an adaptive solve.
         denoise: finish with Tweedie's denoising step at ``sampling_eps`` (one extra model call).
@@ -79,16 +100,15 @@ class ScoreSDEODEScheduler(FewStepSchedulerMixin, ScoreSDESchedulerBase):
         trained_betas: list[float] | None = None,
         rescale_betas_zero_snr: bool = False,
         use_clipped_model_output: bool = True,
+        s_churn: float = 0.0,
+        s_noise: float = 1.0,
+        s_tmin: float = 0.0,
+        s_tmax: float = float("inf"),
     ):
         self._setup(sde_type, beta_min, beta_max, sigma_min, sigma_max, num_train_timesteps, sampling_eps,
                     prediction_type, data_range, beta_schedule, trained_betas, rescale_betas_zero_snr)
-        check_choice("solver", solver, SOLVERS)
-        if solver in FEW_STEP_SAMPLERS:
-            few_step_settings(solver, order=None if solver == "edm-heun" else order, time_grid=time_grid, rho=rho,
-                              rtol=rtol, atol=atol)
-        check_positive("eta", eta, allow_zero=True)
-        check_positive("rtol", rtol)
-        check_positive("atol", atol)
+        check_choice("solver", solver, ode_solvers())
+        self.options = solver_options(self.config)
         self._setup_discretization(discretization, "fixed_large", clip_sample, use_clipped_model_output)
         if discretization == "discrete" and solver != "ddim":
             raise ValueError(f"discretization='discrete' needs solver='ddim', got solver={solver!r}")
@@ -105,23 +125,26 @@ class ScoreSDEODEScheduler(FewStepSchedulerMixin, ScoreSDESchedulerBase):
     def order(self) -> int:
         return 2 if self.config.solver in ("heun", "edm-heun") else 1
 
+    @property
+    def spec(self):
+        """The registry entry of the configured sampler."""
+        return get_spec(self.options.name)
+
     def _stage_times(self) -> torch.Tensor:
         if self.config.solver == "heun":  # an Euler stage then a correction stage per step
             return heun_stage_times(self._t_grid)
         return self._t_grid[:-1]
 
     def set_timesteps(self, num_inference_steps: int | None = None, device=None, timesteps=None):
-        """Set the grid: ``num_inference_steps`` steps on the configured ``time_grid``, or the user's ``timesteps``
-        (strictly decreasing times in ``[sampling_eps, T]``, few-step solvers only)."""
-        if self.config.solver in ADAPTIVE_METHODS + PIPELINE_ONLY:
-            raise ValueError(f"solver={self.config.solver!r} is adaptive or singlestep and has no step() form; use "
-                             f"the pipeline or scorekit.sample, or choose one of {STEP_SOLVERS + STEPPED} for step()")
-        if self.config.solver in STEPPED:
-            return self._few_step_set_timesteps(num_inference_steps, device, timesteps)
-        if timesteps is not None:
-            raise ValueError(f"timesteps= is supported by the solvers {STEPPED}, not solver={self.config.solver!r}")
-        super().set_timesteps(num_inference_steps, device)
-        self._heun_state = None
+        """Set the grid: ``num_inference_steps`` steps on the configured grid, or the user's ``timesteps``
+        (strictly decreasing times in ``[sampling_eps, T]``)."""
+        if not self.spec.has_step or self.options.adaptive:
+            steppable = [s for s in ode_solvers() if s in FIXED_METHODS or (s in REGISTRY and REGISTRY[s].has_step)]
+            raise ValueError(f"solver={self.config.solver!r} has no step() form (it is adaptive, or singlestep); use "
+                             f"the pipeline or scorekit.sample, or one of {steppable} for step()")
+        if self.options.name in ("ode", "ddim"):
+            return super().set_timesteps(num_inference_steps, device, timesteps)
+        return self._few_step_set_timesteps(num_inference_steps, device, timesteps)
 
     def step(
         self,
@@ -132,14 +155,14 @@ class ScoreSDEODEScheduler(FewStepSchedulerMixin, ScoreSDESchedulerBase):
         return_dict: bool = True,
     ) -> ScoreSDESchedulerOutput | tuple:
         """One solver stage given the raw model output at ``(sample, timestep)``; see the class docstring."""
-        if self.config.solver in STEPPED:
+        if self.options.name not in ("ode", "ddim"):
             return self._output(*self._few_step_step(model_output, sample, generator), return_dict, sample)
         score_fn, t = self._step_inputs(model_output, timestep, sample)
         like, sample = sample, sample.to(t.dtype)  # the step runs in the compute dtype, its output in sample's
         if self._heun_state is not None:  # Heun correction stage (trapezoid of the two drifts)
             x0, d0, t0 = self._heun_state
             self._heun_state = None
-            x = x0 + 0.5 * (d0 + pf_ode_drift(sample, t, score_fn, self.sde)) * append_dims(t - t0, x0.ndim)
+            x = heun_update(x0, d0, pf_ode_drift(sample, t, score_fn, self.sde), t0, t)
             return self._output(x, x, return_dict, like)
         t_next = batch_time(self.next_timestep(timestep), sample.shape[0], sample)
         if self.config.solver == "ddim":
@@ -152,15 +175,11 @@ class ScoreSDEODEScheduler(FewStepSchedulerMixin, ScoreSDESchedulerBase):
             # set_alpha_to_one=False (they end on alpha_bar_0)
             return self._output(x, x, return_dict, like)
         d = pf_ode_drift(sample, t, score_fn, self.sde)
-        x = sample + d * append_dims(t_next - t, sample.ndim)  # Euler step of eq. 13
+        x = euler_update(sample, d, t, t_next)  # Euler step of eq. 13
         if self.config.solver == "heun":
             self._heun_state = (sample, d, t)
         return self._output(x, x, return_dict, like)
 
     def sample_kwargs(self) -> dict[str, Any]:
-        c = self.config
-        if c.solver in FEW_STEP_SAMPLERS:
-            return self._few_step_sample_kwargs()
-        if c.solver == "ddim":
-            return {"sampler": "ddim", "eta": c.eta, "denoise": c.denoise}
-        return {"sampler": "ode", "method": c.solver, "rtol": c.rtol, "atol": c.atol, "denoise": c.denoise}
+        return {"sampler": self.options.name, "denoise": self.config.denoise,
+                **{k: v for k, v in self.options.as_dict().items() if v is not None}}

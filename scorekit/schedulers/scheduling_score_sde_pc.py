@@ -8,8 +8,9 @@ import torch
 from diffusers.configuration_utils import register_to_config
 from diffusers.schedulers.scheduling_utils import SchedulerMixin  # noqa: F401  (diffusers' loader looks it up here)
 
-from ..sampling import resolve_corrector, resolve_predictor
-from ..utils import batch_time, check_positive
+from ..samplers.options import PCOptions
+from ..samplers.pc import CORRECTORS, PREDICTORS
+from ..utils import batch_time
 from .scheduling_score_sde_base import ScoreSDESchedulerBase, ScoreSDESchedulerOutput
 
 
@@ -17,7 +18,9 @@ class ScoreSDEPCScheduler(ScoreSDESchedulerBase):
     """PC sampling of a VP, sub-VP or VE SDE: ``step`` is the predictor, ``step_correct`` the corrector.
 
     A diffusers loop calls, for each ``t`` in ``timesteps``: ``n_corrector_steps`` times the model and
-    ``step_correct``, then the model and ``step``. Same seed, same bytes as ``scorekit.sample(sampler="pc")``.
+    ``step_correct``, then the model and ``step``. Same seed, same bytes as ``scorekit.sample(sampler="pc")``: both
+    run the predictor and corrector functions of :mod:`scorekit.samplers.pc`, with the settings validated by
+    :class:`~scorekit.samplers.options.PCOptions` (``self.options``).
 
     Args:
         sde_type: ``"vp"``, ``"subvp"`` or ``"ve"``.
@@ -32,6 +35,12 @@ class ScoreSDEPCScheduler(ScoreSDESchedulerBase):
         snr: corrector signal-to-noise ratio (0.16 for CIFAR-10, 0.075 at 256 px).
         n_corrector_steps: corrector steps per time step.
         denoise: return the noise-free mean of the last predictor step.
+        probability_flow: run the predictor on the probability-flow ODE (eq. 13; ``euler_maruyama`` or
+            ``reverse_diffusion``).
+        snr_norm: the Langevin step's norms: ``"sample"`` (each image's own: an image does not depend on its
+            batch-mates), ``"batch"`` (their batch means: the paper's Algorithm 4 and diffusers' ScoreSdeVe) or
+            ``"auto"`` (see :mod:`scorekit.samplers.pc`); ``None``: ``"batch"`` with ``discretization="discrete"``
+            (parity with ``ScoreSdeVePipeline``), else ``"auto"``.
         discretization: ``"continuous"`` (default: exact steps of the SDE on the uniform grid from ``T`` to ``eps``)
             or ``"discrete"`` (the checkpoint's training discretization and diffusers' timesteps, for step-for-step
             parity with ``DDPMPipeline`` / ``ScoreSdeVePipeline``; see :mod:`scorekit.schedulers.discrete`).
@@ -70,13 +79,17 @@ class ScoreSDEPCScheduler(ScoreSDESchedulerBase):
         beta_schedule: str = "linear",
         trained_betas: list[float] | None = None,
         rescale_betas_zero_snr: bool = False,
+        probability_flow: bool = False,
+        snr_norm: str | None = None,
     ):
         self._setup(sde_type, beta_min, beta_max, sigma_min, sigma_max, num_train_timesteps, sampling_eps,
                     prediction_type, data_range, beta_schedule, trained_betas, rescale_betas_zero_snr)
-        self._predictor = resolve_predictor(predictor)
-        self._corrector = resolve_corrector(corrector)
-        check_positive("snr", snr)
-        check_positive("n_corrector_steps", n_corrector_steps, integer=True)
+        snr_norm = snr_norm or ("batch" if discretization == "discrete" else "auto")
+        self.options = PCOptions(predictor=predictor, corrector=corrector, snr=snr,
+                                 n_corrector_steps=n_corrector_steps, probability_flow=probability_flow,
+                                 snr_norm=snr_norm)
+        self._predictor = PREDICTORS[self.options.predictor_name]
+        self._corrector = CORRECTORS[self.options.corrector_name]
         self._setup_discretization(discretization, variance_type, clip_sample)
         if discretization == "discrete" and predictor in ("euler_maruyama", "euler", "em"):
             raise ValueError("predictor='euler_maruyama' needs discretization='continuous' (it integrates the SDE's "
@@ -102,7 +115,9 @@ class ScoreSDEPCScheduler(ScoreSDESchedulerBase):
         score_fn, t = self._step_inputs(model_output, timestep, sample)
         t_next = batch_time(self.next_timestep(timestep), sample.shape[0], t)
         x = sample.to(t.dtype)
-        return self._output(*self._predictor(x, t, t_next, score_fn, self.step_sde, generator), return_dict, sample)
+        pf = {"probability_flow": True} if self.options.probability_flow else {}
+        return self._output(*self._predictor(x, t, t_next, score_fn, self.step_sde, generator, **pf), return_dict,
+                            sample)
 
     def step_correct(
         self,
@@ -114,11 +129,10 @@ class ScoreSDEPCScheduler(ScoreSDESchedulerBase):
     ) -> ScoreSDESchedulerOutput | tuple:
         """One corrector (Langevin) step at ``timestep`` given the raw model output at ``(sample, timestep)``."""
         score_fn, t = self._step_inputs(model_output, timestep, sample)
-        x, x_mean = self._corrector(sample.to(t.dtype), t, score_fn, self.step_sde, generator, snr=self.config.snr,
-                                    n_steps=1)
+        x, x_mean = self._corrector(sample.to(t.dtype), t, score_fn, self.step_sde, generator, snr=self.options.snr,
+                                    n_steps=1, snr_norm=self.options.snr_norm)
         return self._output(x, x_mean, return_dict, sample)
 
     def sample_kwargs(self) -> dict[str, Any]:
-        c = self.config
-        return {"sampler": "pc", "predictor": c.predictor, "corrector": c.corrector, "snr": c.snr,
-                "n_corrector_steps": c.n_corrector_steps, "denoise": c.denoise}
+        return {"sampler": "pc", "denoise": self.config.denoise,
+                **{k: v for k, v in self.options.as_dict().items() if v is not None}}

@@ -120,3 +120,52 @@ def test_likelihood_and_latent_methods():
     assert z.shape == (2, 3, 8, 8)
     decoded = pipe.decode(z, output_type="np", rtol=1e-3, atol=1e-3)
     assert decoded.images.shape == (2, 8, 8, 3) and decoded.nfe > 0
+
+
+# --- one image, one seed --------------------------------------------------------------------------------------------
+# In float64 the UNet's output for an image differs between batch compositions only by rounding (unit roundoff
+# 1.1e-16, a few hundred operations per output: <= ~1e-13 relative per call), amplified by the samplers' coefficients
+# (<= sigma(T) = std / alpha ~ 150 for this VP SDE) over <= 10 calls: below 1e-9 on [0, 1] images. Coupling through
+# the batch (the paper's batch-mean Langevin step) moves images by 1e-3 and more.
+BATCH_TOL = 1e-9
+PIPELINE_CASES = {
+    "unconditional-pc": (ScoreSDEPipeline, {}, dict(sampler="pc")),
+    "unconditional-sde-dpm": (ScoreSDEPipeline, {}, dict(sampler="sde-dpmsolver++")),
+    "unconditional-edm-churn": (ScoreSDEPipeline, {}, dict(sampler="edm-heun", s_churn=20.0)),
+    "unconditional-ddim-eta": (ScoreSDEPipeline, {}, dict(sampler="ddim", eta=1.0)),
+    "classifier-guided": (ScoreSDEClassConditionalPipeline, {"classifier": "classifier"}, dict(guidance_scale=2.0)),
+    "inpaint": (ScoreSDEInpaintPipeline, {}, dict(sampler="pc")),
+    "colorize": (ScoreSDEColorizationPipeline, {}, dict(sampler="sde-dpmsolver++")),
+}
+
+
+def _inputs(name: str, batch: list[int]) -> dict:
+    if name == "classifier-guided":
+        return dict(class_labels=[s % 4 for s in batch])
+    if name == "inpaint":
+        mask = torch.zeros(1, 1, 8, 8)
+        mask[..., :4] = 1
+        return dict(image=photo(), mask_image=mask, batch_size=len(batch))
+    if name == "colorize":
+        return dict(image=photo(), batch_size=len(batch))
+    return dict(batch_size=len(batch))
+
+
+@pytest.mark.parametrize("name", list(PIPELINE_CASES))
+def test_every_pipeline_gives_an_image_alone_as_in_a_batch(name):
+    cls, components, kwargs = PIPELINE_CASES[name]
+    pipe = tiny(cls, **{k: tiny_classifier() for k in components}).to(torch.float64)
+
+    def images(seeds):
+        gens = [torch.Generator().manual_seed(s) for s in seeds]
+        return pipe(generator=gens, **_inputs(name, seeds), **KW, **kwargs).images
+
+    batch, alone = images([5, 6, 7]), images([6])
+    torch.testing.assert_close(batch[1:2], alone, rtol=0, atol=BATCH_TOL)
+
+
+def test_batch_mean_langevin_couples_pipeline_images():
+    pipe = tiny(ScoreSDEPipeline).to(torch.float64)
+    runs = [pipe(batch_size=len(s), generator=[torch.Generator().manual_seed(i) for i in s], snr_norm="batch", **KW,
+                 sampler="pc").images for s in ([5, 6, 7], [6])]
+    assert (runs[0][1:2] - runs[1]).abs().max() > 1e3 * BATCH_TOL

@@ -1,8 +1,9 @@
 """Probability-flow ODE (Song et al. 2021, eq. 13) and the solvers that integrate it.
 
-Fixed-step Euler and Heun steps share the predictor signature's spirit: ``step(x, t, t_next, drift_fn) -> x``.
-The adaptive solve runs on torch tensors through torchdiffeq (dopri5 and friends), or through scipy's RK45 for
-parity with the paper's code; both count every drift evaluation.
+Fixed-step Euler and Heun are written as updates given the drift (:func:`euler_update`, :func:`heun_update`), so
+the loop here and ``ScoreSDEODEScheduler.step`` (which gets the drift stage by stage) share them. The adaptive
+solve runs on torch tensors through torchdiffeq (dopri5 and friends), or through scipy's RK45 for parity with the
+paper's code; both count every drift evaluation.
 """
 
 from __future__ import annotations
@@ -12,37 +13,33 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from .numerics import FiniteGuard
-from .sde import SDE
-from .utils import append_dims
+from ..numerics import FiniteGuard
+from ..utils import append_dims, batch_time
+from .base import RunContext
+from .grids import Grid
+from .kernels import pf_ode_drift, tweedie_denoise
+from .options import ADAPTIVE_METHODS, FIXED_METHODS, SCIPY_METHODS, ODEOptions
 
-TORCHDIFFEQ_METHODS = ("dopri5", "dopri8", "bosh3", "adaptive_heun", "fehlberg2")
-SCIPY_METHODS = ("scipy_RK45", "scipy_RK23", "scipy_DOP853", "scipy_LSODA")
-ADAPTIVE_METHODS = TORCHDIFFEQ_METHODS + SCIPY_METHODS
-FIXED_METHODS = ("euler", "heun")
+__all__ = ["ADAPTIVE_METHODS", "FIXED_METHODS", "pf_ode_drift", "euler_update", "heun_update", "odeint_adaptive",
+           "ode_loop"]
 FIRST_STEP = 1e-2  # first step of an adaptive torchdiffeq solve, as a fraction of the interval
 
 
-def pf_ode_drift(x: torch.Tensor, t: torch.Tensor, score_fn: Callable, sde: SDE) -> torch.Tensor:
-    """Probability-flow ODE drift ``f(x, t) - 1/2 g(t)^2 score(x, t)`` (eq. 13)."""
-    f, g = sde.sde(x, t)
-    return f - 0.5 * append_dims(g**2, x.ndim) * score_fn(x, t)
+def euler_update(x: torch.Tensor, d: torch.Tensor, t: torch.Tensor, t_next: torch.Tensor) -> torch.Tensor:
+    """Explicit Euler step of ``dx/dt = d`` from ``t`` to ``t_next`` (``(B,)`` times)."""
+    return x + d * append_dims(t_next - t, x.ndim)
 
 
-def euler_step(x, t, t_next, drift_fn):
-    """Explicit Euler step of ``dx/dt = drift_fn(x, t)`` from ``t`` to ``t_next``."""
-    return x + drift_fn(x, t) * append_dims(t_next - t, x.ndim)
+def heun_update(x: torch.Tensor, d: torch.Tensor, d_next: torch.Tensor, t: torch.Tensor, t_next: torch.Tensor):
+    """Heun's trapezoidal correction (EDM Algorithm 1, line 8): ``x + (t_next - t) (d + d_next) / 2``, ``d_next`` the
+    drift at the Euler point."""
+    return x + 0.5 * (d + d_next) * append_dims(t_next - t, x.ndim)
 
 
-def heun_step(x, t, t_next, drift_fn):
-    """Heun's second-order step (EDM Algorithm 1, lines 5-8): Euler predictor, trapezoidal corrector."""
-    dt = append_dims(t_next - t, x.ndim)
+def _fixed_step(method: str, x, t, t_next, drift_fn):
     d = drift_fn(x, t)
-    x_euler = x + d * dt
-    return x + 0.5 * (d + drift_fn(x_euler, t_next)) * dt
-
-
-FIXED_STEPS = {"euler": euler_step, "heun": heun_step}
+    x_euler = euler_update(x, d, t, t_next)
+    return x_euler if method == "euler" else heun_update(x, d, drift_fn(x_euler, t_next), t, t_next)
 
 
 def odeint_adaptive(
@@ -113,3 +110,31 @@ def _odeint_scipy(func, y0, t0, t1, method, rtol, atol):
     if not sol.success:
         raise RuntimeError(f"scipy solve_ivp ({method}) failed: {sol.message}")
     return torch.as_tensor(np.asarray(sol.y[:, -1]), dtype=dtype, device=device).reshape(shape)
+
+
+def ode_loop(x: torch.Tensor, ctx: RunContext, grid: Grid | None, opts: ODEOptions) -> torch.Tensor:
+    """Probability-flow ODE sampling (eq. 13) from the grid's first time (``T`` for an adaptive solve) to eps,
+    then, with ``ctx.denoise``, Tweedie's denoising at eps (one NFE)."""
+    condition, score_fn, sde = ctx.condition, ctx.score_fn, ctx.sde
+
+    def drift(x_, t_):
+        x_ = condition.project_ode(x_, t_)
+        return pf_ode_drift(x_, t_, score_fn, sde)
+
+    if grid is not None:
+        tb = ctx.batch_times(x.shape[0])
+        for i in ctx.iterate(grid.steps):
+            x = ctx.end_step(i, _fixed_step(opts.method, x, tb[i], tb[i + 1], drift))
+    else:  # adaptive: steps chosen by the error controller; the callback is not called (scorekit.numerics)
+        ticks, span = ctx.fraction_progress(), sde.T - ctx.eps  # the bar follows the latest time evaluated
+
+        def timed_drift(t, y):
+            if ctx.progress and t.device.type == "cpu":  # reading a device time would sync at every evaluation
+                ticks.advance((sde.T - float(t)) / span)
+            return drift(y, batch_time(t, y.shape[0], y))
+
+        x = odeint_adaptive(timed_drift, x, sde.T, ctx.eps, opts.method, opts.rtol, opts.atol)
+        ticks.close()
+    t_end = batch_time(ctx.eps, x.shape[0], x)
+    x = condition.project_ode(x, t_end)
+    return tweedie_denoise(x, t_end, score_fn, sde) if ctx.denoise else x

@@ -8,8 +8,14 @@ from __future__ import annotations
 
 import torch
 
-from .sde import SDE
-from .utils import append_dims, randn_like
+from ..sde import SDE
+from ..utils import append_dims, batch_time, randn_like
+from .base import RunContext
+from .grids import Grid
+from .kernels import tweedie_denoise, tweedie_x0
+from .options import DDIMOptions
+
+__all__ = ["ddim_step", "tweedie_denoise", "ddim_loop"]
 
 
 def ddim_step(x, t, t_next, score_fn, sde: SDE, generator=None, eta: float = 0.0, x0: torch.Tensor | None = None):
@@ -25,7 +31,7 @@ def ddim_step(x, t, t_next, score_fn, sde: SDE, generator=None, eta: float = 0.0
     a_n, s_n = sde.marginal_coef(t_next)
     score = score_fn(x, t)
     if x0 is None:
-        x0 = tweedie_denoise(x, t, lambda *_: score, sde)
+        x0 = tweedie_x0(x, score, append_dims(a, x.ndim), append_dims(s, x.ndim))
     eps = -append_dims(s, x.ndim) * score
     r2 = (a * s_n / (a_n * s)).square().clamp(max=1)
     c = eta * s_n * (1 - r2).sqrt()
@@ -37,7 +43,15 @@ def ddim_step(x, t, t_next, score_fn, sde: SDE, generator=None, eta: float = 0.0
     return x_next, x0
 
 
-def tweedie_denoise(x, t, score_fn, sde: SDE) -> torch.Tensor:
-    """``E[x_0 | x_t] = (x_t + std^2 score) / alpha`` (Tweedie's formula): the final denoising step of ODE / DDIM."""
-    a, s = sde.marginal_coef(t)
-    return (x + append_dims(s**2, x.ndim) * score_fn(x, t)) / append_dims(a, x.ndim)
+def ddim_loop(x: torch.Tensor, ctx: RunContext, grid: Grid, opts: DDIMOptions) -> torch.Tensor:
+    """DDIM sampling (eq. 12) over the grid to eps, then, with ``ctx.denoise``, Tweedie's denoising (one NFE)."""
+    score_fn, sde, generator = ctx.score_fn, ctx.sde, ctx.generator
+    tb = ctx.batch_times(x.shape[0])
+    project = ctx.project_fn(opts.eta > 0)
+    for i in ctx.iterate(grid.steps):
+        t, t_next = tb[i], tb[i + 1]
+        x, _ = ddim_step(project(x, t, generator), t, t_next, score_fn, sde, generator, eta=opts.eta)
+        x = ctx.end_step(i, x)
+    t_end = batch_time(ctx.eps, x.shape[0], x)
+    x = project(x, t_end, generator)
+    return tweedie_denoise(x, t_end, score_fn, sde) if ctx.denoise else x

@@ -1,4 +1,5 @@
-"""The few-step solvers through ``ScoreSDEODEScheduler.set_timesteps`` / ``step`` (diffusers loops)."""
+"""``ScoreSDEODEScheduler`` (scorekit/schedulers/scheduling_score_sde_ode.py): the few-step solvers through
+``set_timesteps`` / ``step`` (diffusers loops), EDM churn included, equal to ``scorekit.sample``."""
 
 import pytest
 import torch
@@ -14,7 +15,10 @@ from scorekit.schedulers import ScoreSDEODEScheduler
     ScoreSDEODEScheduler(prediction_type="score", solver="sde-dpmsolver++", time_grid="uniform"),
     ScoreSDEODEScheduler(sde_type="subvp", prediction_type="score", solver="edm-heun"),
     ScoreSDEODEScheduler(sde_type="ve", prediction_type="score", solver="edm-heun", denoise=False),
-], ids=["default-vp", "3M-ve-karras", "sde-vp-uniform", "edm-heun-subvp", "edm-heun-ve-no-denoise"])
+    ScoreSDEODEScheduler(prediction_type="score", solver="edm-heun", s_churn=10.0),  # churn: the issue's example
+    ScoreSDEODEScheduler(sde_type="ve", prediction_type="score", solver="edm-heun", s_churn=5.0, s_tmax=20.0),
+], ids=["default-vp", "3M-ve-karras", "sde-vp-uniform", "edm-heun-subvp", "edm-heun-ve-no-denoise", "edm-churn-vp",
+        "edm-churn-ve-tmax"])
 def test_step_loop_equals_functional_sampler(scheduler):
     sde = scheduler.sde
     gauss = GaussianScore(torch.zeros(3), torch.diag(torch.tensor([0.5, 1.0, 2.0])), sde)

@@ -1,0 +1,168 @@
+"""The one table of samplers: name -> :class:`SamplerSpec`. Everything that needs to know about samplers reads it.
+
+Readers: ``scorekit.sample`` (options, default steps, grid, loop), the schedulers (which samplers have a
+``step()`` form), the pipelines (settings, determinism), the CLI (``--sampler`` choices, one flag per option and
+the help texts), the model cards (``scorekit.hub``: default steps), the trainer's ``--eval_sampler`` and the README's
+sampler table (``tests/test_registry.py`` checks it against :func:`markdown_table`).
+
+This module and :mod:`scorekit.samplers.options` import no torch (``scorekit --help`` reads them); a spec names its
+loop by ``"module:function"``, imported on first use by :func:`load_loop`.
+
+Adding a sampler: write ``scorekit/samplers/<name>.py`` with its kernels and a loop
+``loop(x, ctx, grid, opts) -> x`` (see :mod:`scorekit.samplers.base`), an options dataclass in
+:mod:`scorekit.samplers.options`, and one :func:`register` line below.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from . import options as o
+
+GRIDS = ("fixed", "levels", "adaptive")
+SCHEDULERS = ("ScoreSDEPCScheduler", "ScoreSDEODEScheduler")
+
+
+@dataclass(frozen=True)
+class SamplerSpec:
+    """What scorekit knows about one sampler.
+
+    Args:
+        name: the ``sampler=`` string.
+        options: its :class:`~scorekit.samplers.options.SamplerOptions` subclass (the accepted settings).
+        loop: ``"module:function"`` (or the function itself) run as ``loop(x, ctx, grid, opts) -> x``.
+        default_steps: ``steps`` when none are given.
+        summary: one line for the CLI help and the README table.
+        nfe: the cost in score evaluations, for the README table.
+        grid: ``"fixed"``: ``steps + 1`` times from ``T`` (or the grid's first time) to ``eps``, built by
+            :func:`scorekit.samplers.grids.build_grid` and handed to the loop (``timesteps=`` sets it);
+            ``"levels"``: ``steps`` noise levels from ``T`` to ``eps`` (ALD); ``"adaptive"``: none (the solver picks
+            its steps; ``steps`` is not used).
+        scheduler: the scorekit scheduler whose config selects this sampler (``ScoreSDEPCScheduler``:
+            ``predictor=...``; ``ScoreSDEODEScheduler``: ``solver=...``), or ``None`` (``sampler=`` of the pipelines
+            and ``scorekit.sample`` only).
+        has_step: whether that scheduler runs it through ``set_timesteps`` / ``step`` in a diffusers loop (otherwise
+            the pipelines run it through ``scorekit.sample``, which owns the model calls).
+        particles: the option holding ``K`` for a particle sampler: ``sample()`` then runs ``B * K`` particles
+            (rows ``b * K .. b * K + K - 1`` belong to sample ``b``, each drawn from generator ``b`` of a list) and
+            the loop returns ``B`` samples; ``None`` for the others.
+    """
+
+    name: str
+    options: type[o.SamplerOptions]
+    loop: str | Callable
+    default_steps: int
+    summary: str
+    nfe: str
+    grid: str = "fixed"
+    scheduler: str | None = None
+    has_step: bool = False
+    particles: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.grid not in GRIDS:
+            raise ValueError(f"grid={self.grid!r} is not supported; expected one of {list(GRIDS)}")
+        if self.scheduler not in (None, *SCHEDULERS):
+            raise ValueError(f"scheduler={self.scheduler!r} is not supported; expected None or one of {SCHEDULERS}")
+        if self.has_step and self.scheduler is None:
+            raise ValueError(f"sampler {self.name!r} has_step=True needs the scheduler that steps it")
+        if self.options.name != self.name:
+            raise ValueError(f"options class {self.options.__name__} is for sampler {self.options.name!r}, not "
+                             f"{self.name!r}")
+
+    @property
+    def deterministic(self) -> bool:
+        """Whether the sampler with its default settings draws no noise after ``x_T``."""
+        return self.options().deterministic
+
+
+REGISTRY: dict[str, SamplerSpec] = {}
+
+
+def register(spec: SamplerSpec) -> SamplerSpec:
+    """Add ``spec`` to the registry (a name may be registered once)."""
+    if spec.name in REGISTRY:
+        raise ValueError(f"sampler {spec.name!r} is already registered")
+    REGISTRY[spec.name] = spec
+    return spec
+
+
+@contextmanager
+def registered(spec: SamplerSpec) -> Iterator[SamplerSpec]:
+    """Register ``spec`` for the duration of a ``with`` block (tests, plug-ins)."""
+    register(spec)
+    try:
+        yield spec
+    finally:
+        REGISTRY.pop(spec.name, None)
+
+
+def get_spec(name) -> SamplerSpec:
+    """The spec of ``name``; a ValueError naming ``sampler`` and the registered names otherwise."""
+    if not isinstance(name, str) or name not in REGISTRY:
+        raise ValueError(f"sampler={name!r} is not supported; expected one of {sorted(REGISTRY)}")
+    return REGISTRY[name]
+
+
+def sampler_names() -> list[str]:
+    return list(REGISTRY)
+
+
+def load_loop(spec: SamplerSpec) -> Callable:
+    """The loop function of ``spec`` (imports its module on first use)."""
+    if callable(spec.loop):
+        return spec.loop
+    module, _, fn = spec.loop.partition(":")
+    return getattr(importlib.import_module(module), fn)
+
+
+def markdown_table() -> str:
+    """The README's sampler table, one row per registered sampler."""
+    rows = ["| sampler | what | NFE | default steps | `step()` form | settings |", "|---|---|---|---:|---|---|"]
+    for s in REGISTRY.values():
+        settings = ", ".join(f"`{n}`" for n in s.options.option_names()) or "-"
+        step = f"`{s.scheduler}`" if s.has_step else "-"
+        rows.append(f"| `{s.name}` | {s.summary} | {s.nfe} | {s.default_steps} | {step} | {settings} |")
+    return "\n".join(rows)
+
+
+PC, ODE = SCHEDULERS
+register(SamplerSpec(
+    "pc", o.PCOptions, "scorekit.samplers.pc:pc_loop", 1000, scheduler=PC, has_step=True,
+    summary="predictor-corrector (Song et al. 2021, Algorithm 1)",
+    nfe="`steps * (1 + n_corrector_steps)` (no evaluation for a `none` predictor / corrector)"))
+register(SamplerSpec(
+    "ode", o.ODEOptions, "scorekit.samplers.ode:ode_loop", 100, scheduler=ODE, has_step=True,
+    summary="probability-flow ODE (eq. 13): Euler, Heun or adaptive (torchdiffeq, scipy)",
+    nfe="Euler `steps`, Heun `2 * steps`, adaptive: counted; plus 1 for denoising"))
+register(SamplerSpec(
+    "ddim", o.DDIMOptions, "scorekit.samplers.ddim:ddim_loop", 100, scheduler=ODE, has_step=True,
+    summary="DDIM for any SDE (eta = 0: the PF-ODE's DDIM discretization)", nfe="`steps`, plus 1 for denoising"))
+register(SamplerSpec(
+    "ald", o.ALDOptions, "scorekit.samplers.ald:ald_loop", 100, grid="levels",
+    summary="NCSN annealed Langevin dynamics (Song & Ermon 2019), one noise level per step",
+    nfe="`steps * n_corrector_steps`"))
+register(SamplerSpec(
+    "dpmsolver++", o.DPMSolverOptions, "scorekit.samplers.dpm_solver:multistep_loop", 19,
+    scheduler=ODE, has_step=True, summary="multistep DPM-Solver++ (1 = DDIM, 2M, 3M)",
+    nfe="`steps`, plus 1 for denoising"))
+register(SamplerSpec(
+    "dpmsolver++-singlestep", o.DPMSolverSinglestepOptions, "scorekit.samplers.dpm_solver:singlestep_loop", 19,
+    scheduler=ODE,
+    summary="singlestep DPM-Solver++ (1, 2S, 3S); an order-k step spans k grid intervals, as diffusers' "
+            "DPMSolverSinglestepScheduler", nfe="`steps`, plus 1 for denoising"))
+register(SamplerSpec(
+    "sde-dpmsolver++", o.SDEDPMSolverOptions, "scorekit.samplers.dpm_solver:sde_multistep_loop", 19,
+    scheduler=ODE, has_step=True, summary="SDE-DPM-Solver++ (1 = DDIM with eta = 1, 2M)",
+    nfe="`steps`, plus 1 for denoising"))
+register(SamplerSpec(
+    "edm-heun", o.EDMHeunOptions, "scorekit.samplers.edm:edm_heun_loop", 24, scheduler=ODE, has_step=True,
+    summary="EDM's Heun sampler with optional churn (Karras et al. 2022, Algorithm 2)",
+    nfe="`2 * steps`, plus 1 (EDM's last Euler step to sigma = 0)"))
+register(SamplerSpec(
+    "dpmsolver-adaptive", o.AdaptiveEIOptions, "scorekit.samplers.adaptive_ei:adaptive_ei_loop", 1,
+    grid="adaptive", scheduler=ODE, summary="adaptive DPM-Solver-12 / -23 (Lu et al. 2022, §4.2)",
+    nfe="counted (`order` per accepted step), plus 1 for denoising"))
