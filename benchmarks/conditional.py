@@ -50,7 +50,6 @@ from conftest import (  # noqa: E402  (the tests' problems)
     image_problem,
     inverse_problem,
     mean_bias2,
-    run_ddrm,
 )
 
 from scorekit.conditioning import DDRM, DPS, PiGDM, Replacement  # noqa: E402
@@ -138,15 +137,12 @@ def run_inverse(task: str, sigma_y: float, n: int, quick: bool, seed: int) -> li
              "seconds": 0.0, **statistics(exact, problem.mean, problem.cov), "bias2c": b, "se": se}]
     for method, label, kwargs in inverse_configs(quick):
         start, kwargs = time.perf_counter(), dict(kwargs)
-        if method == "ddrm":
-            x, nfe = run_ddrm(gauss, gauss.sde, (n, 3, 4, 4), DDRM(obs), kwargs["steps"], seed)
-        else:
-            condition = {"replacement": Replacement, "dps": DPS, "pigdm": PiGDM}[method](obs)
-            with torch.no_grad():
-                x, info = scorekit.sample(gauss, gauss.sde, (n, 3, 4, 4), kwargs.pop("sampler", "pc"), dtype=F64,
-                                          condition=condition, generator=torch.Generator().manual_seed(seed),
-                                          **kwargs)
-            nfe = info["nfe"]
+        condition = {"replacement": Replacement, "dps": DPS, "pigdm": PiGDM, "ddrm": DDRM}[method](obs)
+        sampler = kwargs.pop("sampler", "ddrm" if method == "ddrm" else "pc")  # DDRM is a sampler of its own
+        with torch.no_grad():
+            x, info = scorekit.sample(gauss, gauss.sde, (n, 3, 4, 4), sampler, dtype=F64, condition=condition,
+                                      generator=torch.Generator().manual_seed(seed), **kwargs)
+        nfe = info["nfe"]
         residual = obs.residual(x).reshape(n, -1).norm(dim=1).mean().item()
         coords = problem.spectral(x)
         b, se = mean_bias2(coords, problem.mean, problem.cov)

@@ -165,8 +165,12 @@ def _conditioning_line(obj, kind: str) -> str:
 
 
 def _other_samplers(default: str) -> str:
-    """Every other registered sampler with its default steps (the registry is the one source)."""
-    return ", ".join(f"`{n}` ({s.default_steps})" for n, s in REGISTRY.items() if n != default)
+    """Every other registered sampler with its default steps (the registry is the one source), and the condition a
+    sampler needs where it needs one."""
+    def needs(spec) -> str:
+        return "" if spec.condition is None else f"; with `condition={spec.condition_name}(...)`"
+
+    return ", ".join(f"`{n}` ({s.default_steps}{needs(s)})" for n, s in REGISTRY.items() if n != default)
 
 
 def _settings(scheduler) -> str:

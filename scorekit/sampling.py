@@ -13,12 +13,12 @@ from typing import Any
 
 import torch
 
-from .conditioning.base import Condition
+from .conditioning.base import Condition, find_condition
 from .numerics import CountedScore, compute_dtype
 from .samplers.base import RunContext
 from .samplers.grids import build_grid, start_state, steps_of_timesteps
 from .samplers.options import SamplerOptions
-from .samplers.registry import REGISTRY, SamplerSpec, get_spec, load_loop
+from .samplers.registry import REGISTRY, SamplerSpec, get_spec, load_condition, load_loop
 from .sde import SDE
 from .utils import check_positive
 
@@ -74,8 +74,9 @@ def sample(
         shape: ``(B, ...)``, any number of dims (2-D toy data or ``(B, C, H, W)`` images).
         sampler: a registered name (``scorekit.samplers.REGISTRY``: ``"pc"``, ``"ode"``, ``"ddim"``, ``"ald"``,
             ``"dpmsolver++"``, ``"dpmsolver++-singlestep"``, ``"sde-dpmsolver++"``, ``"edm-heun"``,
-            ``"dpmsolver-adaptive"``) or an options object (``scorekit.samplers.options``), e.g.
-            ``EDMHeunOptions(s_churn=10)``.
+            ``"dpmsolver-adaptive"``, ``"ddrm"``) or an options object (``scorekit.samplers.options``), e.g.
+            ``EDMHeunOptions(s_churn=10)``. ``"ddrm"`` needs ``condition=DDRM(observation)`` and a ``DDRM``
+            condition needs ``"ddrm"``.
         steps: the number of intervals of the time grid from its first time to ``eps`` (``len(timesteps) - 1``
             for a user grid), the same for every grid sampler; what one interval costs is in the README's sampler
             table (``dpmsolver++-singlestep``: one evaluation, as diffusers' ``num_inference_steps``). ``"ald"``:
@@ -86,7 +87,8 @@ def sample(
         eps: final time; defaults to ``sde.sampling_eps``.
         x_T: the start state at the grid's first time, instead of a draw (see
             :func:`scorekit.samplers.grids.start_state`: the prior at ``T``, ``N(0, std(t_0)^2 I)`` below it).
-        condition: a :class:`~scorekit.conditioning.Condition` (guidance, inpainting, colorization, composed).
+        condition: a :class:`~scorekit.conditioning.Condition` (guidance, inpainting, colorization, an inverse
+            problem's method, composed).
         generator: the ``torch.Generator`` every random draw uses (on any device: draws are made on its device and
             moved), or a list of ``B`` generators, one per sample: a sample then does not depend on its batch-mates
             (adaptive solvers excepted: their steps follow the whole batch's error).
@@ -121,9 +123,10 @@ def sample(
         raise TypeError(f"x_T must be a torch.Tensor of shape {shape}, got {type(x_T).__name__}")
     if x_T is not None and tuple(x_T.shape) != shape:
         raise ValueError(f"x_T has shape {tuple(x_T.shape)} but shape={shape}")
-    condition = condition if condition is not None else Condition()
-    if not isinstance(condition, Condition):
+    if condition is not None and not isinstance(condition, Condition):
         raise TypeError(f"condition must be a scorekit Condition, got {type(condition).__name__}")
+    check_sampler_condition(spec, condition)
+    condition = condition if condition is not None else Condition()
     grid = build_grid(spec.grid, opts, sde, steps, eps)
     state_dtype = compute_dtype(dtype)  # numeric policy: grid, coefficients and state in float32 / float64
     shape, generator, x_T = _particles(spec, opts, shape, generator, x_T)
@@ -154,6 +157,25 @@ def check_eps(sde: SDE, eps: float | None) -> float:
     if eps >= sde.T:
         raise ValueError(f"eps must be smaller than sde.T={sde.T}, got {eps}")
     return eps
+
+
+def check_sampler_condition(spec: SamplerSpec, condition: Condition | None) -> None:
+    """A sampler that reads its problem from a condition of its own (the registry's ``condition``: ``ddrm`` and
+    ``DDRM``) gets one, alone or in a ``Compose``; such a condition goes to that sampler only.
+
+    Raises:
+        ValueError: naming the sampler and the condition, for either mismatch.
+    """
+    for other in REGISTRY.values():
+        kind = load_condition(other)
+        found = None if kind is None or condition is None else find_condition(condition, kind)
+        if other is spec and kind is not None and found is None:
+            got = "no condition" if condition is None else f"condition={type(condition).__name__}"
+            raise ValueError(f"sampler={spec.name!r} needs condition={kind.__name__}(...) "
+                             f"(scorekit.conditioning.{kind.__name__}, alone or in a Compose), got {got}")
+        if other is not spec and found is not None:
+            raise ValueError(f"condition={kind.__name__} runs as a sampler of its own: pass sampler={other.name!r}, "
+                             f"not sampler={spec.name!r} (or give sampler={spec.name!r} another condition)")
 
 
 def _check_common(sde, dtype, callback) -> None:

@@ -344,18 +344,3 @@ def inverse_problem(task: str, sigma_y: float, cov=None, mean=None, seed: int = 
     return InverseProblem(gauss, Observation(operator, y, sigma_y), vt, keep, (vt @ m)[keep],
                           (vt @ s @ vt.T)[keep][:, keep])
 
-
-def run_ddrm(score_fn, sde, shape, condition, steps: int = 20, seed: int = 0, dtype=torch.float64):
-    """``scorekit.sample``'s front door for the DDRM loop until it is registered there: prior draw, ``bind``, counted
-    score, the loop, ``finalize``; returns ``(x, nfe)``."""
-    from scorekit.numerics import CountedScore
-    from scorekit.samplers.ddrm import ddrm
-
-    generator = torch.Generator().manual_seed(seed)
-    x = sde.prior_sampling(shape, generator=generator, dtype=dtype)
-    condition.bind(sde, x, generator)
-    counted = CountedScore(score_fn, model_dtype=dtype)
-    with torch.no_grad():
-        x = ddrm(x, score_fn=condition.wrap_score(counted), sde=sde, eps=sde.sampling_eps, generator=generator,
-                 condition=condition, progress=False, callback=None, steps=steps, denoise=True)
-    return condition.finalize(x), counted.nfe

@@ -19,6 +19,8 @@ the operator's SVD coordinates. What each test asserts, and why:
 """
 
 
+import re
+
 import pytest
 import torch
 from conftest import (
@@ -27,13 +29,11 @@ from conftest import (
     independent_blocks,
     inverse_problem,
     mean_bias2,
-    run_ddrm,
 )
 from hub_layouts import tiny_ddpm_unet
 
 import scorekit
 from scorekit.conditioning import DDRM, DPS, Downsample, Gray, Mask, Observation, PiGDM, Replacement
-from scorekit.samplers.ddrm import ddrm
 
 F64 = torch.float64
 
@@ -68,9 +68,7 @@ def sample(problem, method: str, n: int, seed: int = 2, **overrides):
     sampler, kwargs = METHODS[method]
     kwargs = {**kwargs, **overrides}
     gauss, obs = problem.gauss, problem.observation
-    if sampler == "ddrm":
-        return run_ddrm(gauss, gauss.sde, (n, 3, 4, 4), DDRM(obs), kwargs["steps"], seed)[0]
-    condition = {"replacement": Replacement, "dps": DPS, "pigdm": PiGDM}[method](obs)
+    condition = {"replacement": Replacement, "dps": DPS, "pigdm": PiGDM, "ddrm": DDRM}[method](obs)
     with torch.no_grad():
         x, _ = scorekit.sample(gauss, gauss.sde, (n, 3, 4, 4), sampler, condition=condition, dtype=F64,
                                generator=torch.Generator().manual_seed(seed), **kwargs)
@@ -150,7 +148,7 @@ def test_gradient_methods_run_under_no_grad(method):
     assert not torch.allclose(plain, outs[0]) and info["nfe"] == 5
 
 
-@pytest.mark.parametrize("method", [DPS, PiGDM, Replacement])
+@pytest.mark.parametrize("method", [DPS, PiGDM, Replacement, DDRM])
 def test_methods_run_inside_a_pipeline(method):
     from diffusers import DDPMScheduler
 
@@ -158,9 +156,12 @@ def test_methods_run_inside_a_pipeline(method):
     pipe = scorekit.ScoreSDEPipeline(unet=tiny_ddpm_unet().eval(), scheduler=scheduler)
     pipe.set_progress_bar_config(disable=True)
     obs = Observation(Downsample((3, 8, 8), 2), torch.zeros(1, 3, 4, 4), sigma_y=0.1)
-    out = pipe(batch_size=2, num_inference_steps=3, condition=method(obs), output_type="pt",
+    sampler = "ddrm" if method is DDRM else None  # DDRM is a sampler of its own; the others run with the scheduler's
+    out = pipe(batch_size=2, num_inference_steps=3, condition=method(obs), output_type="pt", sampler=sampler,
                generator=torch.Generator().manual_seed(0))
     assert out.images.shape == (2, 3, 8, 8) and torch.isfinite(out.images).all()
+    if method is DDRM:
+        assert out.nfe == 4  # 3 steps + the final step to sigma = 0
 
 
 # --- bad input: clear errors before any work -------------------------------------------------------------------------
@@ -196,9 +197,11 @@ def test_bad_input_raises_before_sampling(make, shape, sampler, error, match):
 
 @pytest.mark.parametrize("sampler", ["pc", "ode", "ddim", "dpmsolver++"])
 def test_ddrm_condition_refuses_other_samplers(sampler):
-    """DDRM is a loop of its own; another sampler's first projection hook (after at most one step) says so."""
-    with pytest.raises(ValueError, match="pass sampler='ddrm'"):
-        scorekit.sample(lambda x, t: -x, scorekit.VPSDE(), (2, 3, 4, 4), sampler, steps=2, condition=DDRM(_mask_obs()))
+    """DDRM is a sampler of its own: the front door refuses a DDRM condition with another sampler before any work,
+    naming both (alone or inside a Compose)."""
+    for condition in (DDRM(_mask_obs()), scorekit.Compose([DPS(_mask_obs()), DDRM(_mask_obs())])):
+        with pytest.raises(ValueError, match=re.escape(f"pass sampler='ddrm', not sampler={sampler!r}")):
+            scorekit.sample(_never_called, scorekit.VPSDE(), (2, 3, 4, 4), sampler, steps=2, condition=condition)
 
 
 def test_dps_needs_no_svd():
@@ -207,8 +210,34 @@ def test_dps_needs_no_svd():
     assert torch.isfinite(x).all()
 
 
-def test_ddrm_loop_needs_a_ddrm_condition():
-    x = torch.zeros(2, 3, 4, 4)
+@pytest.mark.parametrize("condition", [None, "replacement"])
+def test_ddrm_sampler_needs_a_ddrm_condition(condition):
+    """``sampler="ddrm"`` without a DDRM condition (none, or another method's) is refused before any work."""
+    condition = None if condition is None else Replacement(_mask_obs())
     with pytest.raises(ValueError, match="sampler='ddrm' needs condition="):
-        ddrm(x, score_fn=_never_called, sde=scorekit.VPSDE(), eps=1e-3, generator=None,
-             condition=Replacement(_mask_obs()), progress=False, callback=None, steps=2, denoise=True)
+        scorekit.sample(_never_called, scorekit.VPSDE(), (2, 3, 4, 4), "ddrm", steps=2, condition=condition)
+
+
+def test_ddrm_through_the_front_door():
+    """``scorekit.sample(..., sampler="ddrm")``: NFE, info, callback and progress as every registered sampler, a
+    noiseless observation kept exactly, and the same draws alone as in a batch (one generator per sample)."""
+    mask = Mask(torch.rand(3, 4, 4, generator=torch.Generator().manual_seed(1)) < 0.5)
+    obs = Observation(mask, mask.forward(torch.rand(1, 3, 4, 4, generator=torch.Generator().manual_seed(2),
+                                                    dtype=F64)))
+    seen, ticks = [], []
+
+    def progress(steps):
+        for i in steps:
+            ticks.append(i)
+            yield i
+
+    gens = [torch.Generator().manual_seed(s) for s in (5, 6)]
+    x, info = scorekit.sample(lambda x, t: -x, scorekit.VPSDE(), (2, 3, 4, 4), "ddrm", steps=5, dtype=F64,
+                              condition=DDRM(obs, eta=0.85), generator=gens, progress=progress,
+                              callback=lambda i, t, x: seen.append(i))
+    assert info["nfe"] == 6 and info["sampler"] == "ddrm" and info["steps"] == 5 and info["options"] == {}
+    assert seen == ticks == list(range(5)) and info["callback_steps"] == 5
+    assert obs.residual(x).abs().max().item() < 1e-12
+    alone, _ = scorekit.sample(lambda x, t: -x, scorekit.VPSDE(), (1, 3, 4, 4), "ddrm", steps=5, dtype=F64,
+                               condition=DDRM(obs, eta=0.85), generator=[torch.Generator().manual_seed(6)])
+    assert torch.equal(x[1:], alone)

@@ -144,6 +144,26 @@ def test_readme_sampler_table_is_the_registry():
     assert markdown_table() in readme, "README's sampler table is not scorekit.samplers.registry.markdown_table()"
 
 
+def test_a_sampler_needing_its_own_condition_is_offered_only_where_one_is_given():
+    """``ddrm`` needs ``condition=DDRM(...)``: the CLI and the trainer (which build no such condition) do not offer
+    it, the card says what it needs, the README table lists it."""
+    from diffusers import DDPMScheduler
+    from hub_layouts import tiny_ddpm_unet
+
+    from scorekit.cli import build_parser
+    from scorekit.hub import make_model_card
+    from scorekit.pipelines import ScoreSDEPipeline
+    from scorekit.training.config import build_parser as trainer_parser
+
+    assert REGISTRY["ddrm"].condition_name == "DDRM" and "`ddrm`" in markdown_table()
+    trainer = trainer_parser()
+    assert "ddrm" not in next(a.choices for a in trainer._actions if a.dest == "eval_sampler")
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["sample", "--model", "m", "--sampler", "ddrm"])
+    card = str(make_model_card(ScoreSDEPipeline(unet=tiny_ddpm_unet(), scheduler=DDPMScheduler()), "you/model"))
+    assert "`ddrm` (20; with `condition=DDRM(...)`)" in card
+
+
 def test_model_card_recommends_the_registry_steps():
     from diffusers import DDPMScheduler
     from hub_layouts import tiny_ddpm_unet
@@ -175,8 +195,11 @@ def test_every_option_is_reachable_from_the_pipelines_and_the_cli():
 # Options a scheduler config cannot hold, and why (the README's "How to add a sampler" repeats this):
 # - "timesteps": a user grid goes to set_timesteps(timesteps=...), as in diffusers;
 # - "method": ScoreSDEODEScheduler's `solver` names the PF-ODE method itself ("euler", "heun", "dopri5", ...);
-# - every option of "ald": ALD has no scheduler (scorekit.sample / pipelines' sampler="ald" only).
+# - every option of "ald": ALD has no scheduler (scorekit.sample / pipelines' sampler="ald" only);
+# - "ddrm" has no scheduler either: it needs condition=DDRM(observation), which no scheduler config holds (its own
+#   settings eta, eta_b are the condition's; DDRMOptions has none).
 NOT_IN_CONFIG = {"timesteps", "method"}
+NO_SCHEDULER = {"ald", "ddrm"}
 
 
 def test_every_option_is_reachable_from_its_scheduler():
@@ -185,7 +208,7 @@ def test_every_option_is_reachable_from_its_scheduler():
     classes = {"ScoreSDEPCScheduler": ScoreSDEPCScheduler, "ScoreSDEODEScheduler": ScoreSDEODEScheduler}
     for spec in REGISTRY.values():
         if spec.scheduler is None:
-            assert spec.name == "ald"
+            assert spec.name in NO_SCHEDULER
             continue
         keys = set(inspect.signature(classes[spec.scheduler].__init__).parameters)
         missing = set(spec.options.option_names()) - keys - NOT_IN_CONFIG

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 import scorekit
+from scorekit.conditioning import DDRM, Mask, Observation
 from scorekit.samplers.registry import REGISTRY
 from scorekit.sde import VPSDE
 
@@ -27,6 +28,7 @@ SETTINGS = {  # a few steps of every sampler; stochastic ones where they can be
     "ald": dict(steps=4, n_corrector_steps=2), "dpmsolver++": dict(steps=4),
     "dpmsolver++-singlestep": dict(steps=5), "sde-dpmsolver++": dict(steps=4),
     "edm-heun": dict(steps=4, s_churn=20.0), "dpmsolver-adaptive": ADAPTIVE["dpmsolver-adaptive"],
+    "ddrm": dict(steps=4, condition=DDRM(Observation(Mask(torch.arange(D) % 3 == 0), torch.full((1, D), 0.2), 0.1))),
 }
 
 

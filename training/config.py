@@ -155,8 +155,9 @@ def add_score_flags(p: argparse.ArgumentParser) -> None:
                    help="save the pipeline (EMA weights) into --output_dir after epochs 0, N, 2N, ... and the last "
                         "(diffusers' meaning); the Hub receives the final pipeline only")
     e.add_argument("--eval_batch_size", type=int, default=16, help="images in each sample grid")
-    e.add_argument("--eval_sampler", choices=sampler_names(), default="ddim",
-                   help="sampler of the grids (any registered sampler, scorekit.samplers.registry)")
+    e.add_argument("--eval_sampler", choices=sampler_names(standalone=True), default="ddim",
+                   help="sampler of the grids (any registered sampler that needs no condition of its own, "
+                        "scorekit.samplers.registry)")
     e.add_argument("--eval_steps", "--ddpm_num_inference_steps", type=int, default=50,
                    help="sampler steps of the grids")
 

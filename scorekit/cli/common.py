@@ -9,7 +9,7 @@ import os
 import torch
 
 from ..checks import check_count, check_positive
-from ..samplers.registry import REGISTRY
+from ..samplers.registry import REGISTRY, sampler_names
 
 # Counts every subcommand may take, by argparse dest, with their smallest accepted value; checked by check_cli_args
 # (one validator, scorekit.utils.check_count) before any work, under the flag the user typed.
@@ -122,10 +122,11 @@ def add_sampler_args(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("sampler", "Each setting applies to the samplers in its [brackets]; the chosen "
                                   "sampler rejects the others. Default: the pipeline scheduler's sampler and its "
                                   "settings.")
-    lines = "; ".join(f"{name}: {spec.summary}" for name, spec in REGISTRY.items())
-    g.add_argument("--sampler", choices=list(REGISTRY), default=None,
+    offered = {name: REGISTRY[name] for name in sampler_names(standalone=True)}  # not those needing a condition
+    lines = "; ".join(f"{name}: {spec.summary}" for name, spec in offered.items())
+    g.add_argument("--sampler", choices=list(offered), default=None,
                    help=f"{lines} (default: what the pipeline's scheduler says)")
-    defaults = ", ".join(f"{name} {spec.default_steps}" for name, spec in REGISTRY.items() if spec.grid != "adaptive")
+    defaults = ", ".join(f"{name} {spec.default_steps}" for name, spec in offered.items() if spec.grid != "adaptive")
     g.add_argument("--steps", "--num-inference-steps", dest="steps", type=int, default=None,
                    help=f"intervals of the time grid (ald: noise levels; adaptive solvers choose their own); "
                         f"default per sampler: {defaults}")

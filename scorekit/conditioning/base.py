@@ -78,3 +78,12 @@ class Compose(Condition):
         for c in self.conditions:
             x = c.finalize(x)
         return x
+
+
+def find_condition(condition: Condition, kind: type) -> Condition | None:
+    """The one ``kind`` condition in ``condition`` (itself or inside a :class:`Compose`), or ``None``."""
+    found = [c for c in (condition.conditions if isinstance(condition, Compose) else [condition])
+             if isinstance(c, kind)]
+    if len(found) > 1:
+        raise ValueError(f"condition holds {len(found)} {kind.__name__} conditions; give one")
+    return found[0] if found else None

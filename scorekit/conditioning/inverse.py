@@ -6,7 +6,8 @@ right shape and batch, and that a method which needs an SVD gets an operator wit
 
 - :class:`~scorekit.conditioning.replacement.Replacement` (projection hooks; Song et al. 2021, DDNM);
 - :class:`~scorekit.conditioning.posterior_guidance.DPS` and ``PiGDM`` (likelihood-gradient score wrappers);
-- :class:`DDRM` (Kawar et al. 2022): SVD-space updates in a loop of their own, ``scorekit.samplers.ddrm.ddrm``.
+- :class:`DDRM` (Kawar et al. 2022): SVD-space updates in a sampler of their own, ``sampler="ddrm"``
+  (``scorekit.samplers.ddrm``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch
 
 from ..sde import SDE
 from ..utils import check_positive
-from .base import Compose, Condition
+from .base import Condition
 from .linear import SVD, Observation
 
 
@@ -90,8 +91,9 @@ class InverseProblem(Condition):
 class DDRM(InverseProblem):
     """DDRM (Kawar et al. 2022): denoising diffusion restoration in the SVD's coordinates, no network gradients.
 
-    It runs as a sampler of its own, ``scorekit.samplers.ddrm.ddrm`` (``sampler="ddrm"``), which reads this
-    condition's observation and settings; with any other sampler its hooks raise.
+    It runs as a sampler of its own, ``scorekit.sample(..., sampler="ddrm", condition=DDRM(observation))``
+    (``scorekit.samplers.ddrm``), which reads this condition's observation and settings; ``sample()`` refuses it
+    with any other sampler before any work (and its hooks raise where a loop outside ``sample()`` calls them).
 
     Args:
         observation: ``y = A x + sigma_y e`` with an operator that has an SVD.
@@ -118,11 +120,3 @@ class DDRM(InverseProblem):
 
     project = project_mean = project_ode = _not_here
 
-
-def find_condition(condition: Condition, kind: type) -> Condition | None:
-    """The one ``kind`` condition in ``condition`` (itself or inside a :class:`Compose`), or ``None``."""
-    found = [c for c in (condition.conditions if isinstance(condition, Compose) else [condition])
-             if isinstance(c, kind)]
-    if len(found) > 1:
-        raise ValueError(f"condition holds {len(found)} {kind.__name__} conditions; give one")
-    return found[0] if found else None

@@ -15,6 +15,7 @@ module                 what it holds
 ``dpm_solver``         DPM-Solver++ multistep (1, 2M, 3M), singlestep (1, 2S, 3S) and SDE (1, 2M)
 ``edm``                EDM's Heun with churn
 ``adaptive_ei``        adaptive DPM-Solver-12 / -23
+``ddrm``               DDRM for linear inverse problems (needs ``condition=scorekit.conditioning.DDRM(...)``)
 =====================  ====================================================================================
 
 Importing this package (or :mod:`.registry`) does not import torch; the torch-side names below load on first use.

@@ -1,4 +1,4 @@
-"""DDRM (Kawar, Elad, Ermon & Song, NeurIPS 2022): denoising diffusion restoration models, a loop of its own.
+"""DDRM (Kawar, Elad, Ermon & Song, NeurIPS 2022): denoising diffusion restoration models, a sampler of its own.
 
 DDRM works in the SVD's coordinates of the variance-exploding state ``xbar_t = x_t / alpha`` (noise level
 ``sigma_t = std / alpha``): ``c = V^T xbar_t``, ``ybar_i = (U^T y)_i / s_i`` with noise ``sigma_i = sigma_y / s_i`` on
@@ -18,41 +18,36 @@ The start replaces the observed coordinates of ``x_T`` with ``ybar_i + sqrt(sigm
 
 The observation and the settings come from the condition: ``scorekit.conditioning.DDRM(observation, eta, eta_b)``
 (alone or inside a ``Compose``; other composed conditions can steer the score through ``wrap_score``; no projection
-hook is called). DDRM is an approximation (for a Gaussian prior too: the ``eta`` noise does not preserve the
-marginals); measured on the Gaussian image oracles (``benchmarks/conditional.py --sections inverse``, n = 1000,
-whitened squared mean bias, 0 = exact): 0.43-5.7 noiseless and 0.27-11.8 at ``sigma_y = 0.1`` with the paper's 20
-steps, 0.04-1.1 and 0.05-0.92 with 200; variances too small (0.44-0.85 of the exact ones).
+hook is called). ``scorekit.sample(score_fn, sde, shape, sampler="ddrm", condition=DDRM(observation))`` runs it on
+the uniform grid of ``steps`` intervals (the paper's 20 by default); ``sample()`` refuses ``sampler="ddrm"`` without
+a DDRM condition, and a DDRM condition with another sampler, before any work. DDRM is an approximation (for a
+Gaussian prior too: the ``eta`` noise does not preserve the marginals); measured on the Gaussian image oracles
+(``benchmarks/conditional.py --sections inverse``, n = 1000, whitened squared mean bias, 0 = exact): 0.43-5.7
+noiseless and 0.27-11.8 at ``sigma_y = 0.1`` with the paper's 20 steps, 0.04-1.1 and 0.05-0.92 with 200; variances
+too small (0.44-0.85 of the exact ones).
 """
 
 from __future__ import annotations
 
 import torch
 
-from ..conditioning.inverse import DDRM, find_condition, spectral
-from ..numerics import apply_callback
+from ..conditioning.base import find_condition
+from ..conditioning.inverse import DDRM, spectral
 from ..utils import append_dims, randn
+from .base import RunContext
+from .grids import Grid
 from .kernels import tweedie_denoise
+from .options import DDRMOptions
 
 
-def ddrm(x, *, score_fn, sde, eps, generator, condition, progress, callback, steps, denoise):
-    """DDRM sampling on the uniform time grid from ``T`` to ``eps`` (module doc); the signature of
-    ``scorekit.sampling``'s loops.
-
-    Args:
-        x: ``(B, *in_shape)`` prior draw ``x_T`` in the compute dtype.
-        condition: a bound :class:`~scorekit.conditioning.DDRM` (or a ``Compose`` holding one).
-        steps: DDRM steps (the paper uses 20); ``denoise`` adds the final step to ``sigma = 0`` (one NFE).
-
-    Returns:
-        ``(B, *in_shape)`` samples.
-    """
-    cond = find_condition(condition, DDRM)
-    if cond is None:
-        raise ValueError(f"sampler='ddrm' needs condition=scorekit.conditioning.DDRM(observation, eta, eta_b), got "
-                         f"{type(condition).__name__}")
+def ddrm_loop(x: torch.Tensor, ctx: RunContext, grid: Grid, opts: DDRMOptions) -> torch.Tensor:
+    """DDRM sampling over the grid to ``eps`` (module doc), then, with ``ctx.denoise``, the step to ``sigma = 0`` (one
+    NFE). ``x``: ``(B, *in_shape)`` prior draw; ``ctx.condition`` holds the bound DDRM condition (``sample()``
+    checks it is there)."""
+    sde, generator = ctx.sde, ctx.generator
+    cond = find_condition(ctx.condition, DDRM)
     spec = spectral(cond.observation, x)
-    ts = torch.linspace(sde.T, eps, steps + 1, dtype=torch.float64).to(dtype=x.dtype, device=x.device)
-    tb = ts[:, None].expand(-1, x.shape[0]).contiguous()  # (steps + 1, B), built once
+    tb = ctx.batch_times(x.shape[0])  # (steps + 1, B), built once
     alpha, std = sde.marginal_coef(tb)
     sigmas = append_dims(std / alpha, 3)  # (steps + 1, B, 1): VE noise levels
     # start: observed coordinates of xbar_T ~ N(ybar, sigma_T^2 - sigma_i^2) where sigma_T > sigma_i
@@ -61,11 +56,11 @@ def ddrm(x, *, score_fn, sde, eps, generator, condition, progress, callback, ste
     start = spec.support & (sigmas[0] > spec.sigma)
     c = torch.where(start, spec.ybar + (sigmas[0] ** 2 - spec.sigma**2).clamp_min(0).sqrt() * z, c)
     x = spec.svd.V(c) * append_dims(alpha[0], x.ndim)
-    for i in range(steps):  # progress: restored when the loop is ported to the registry's signature
-        x = _step(x, tb[i], sigmas[i], sigmas[i + 1], alpha[i + 1], score_fn, sde, spec, cond, generator)
-        x = apply_callback(callback, i, ts[i + 1], x)
-    if denoise:
-        x = _step(x, tb[-1], sigmas[-1], torch.zeros_like(sigmas[-1]), torch.ones_like(alpha[-1]), score_fn, sde,
+    for i in ctx.iterate(grid.steps):
+        x = _step(x, tb[i], sigmas[i], sigmas[i + 1], alpha[i + 1], ctx.score_fn, sde, spec, cond, generator)
+        x = ctx.end_step(i, x)
+    if ctx.denoise:
+        x = _step(x, tb[-1], sigmas[-1], torch.zeros_like(sigmas[-1]), torch.ones_like(alpha[-1]), ctx.score_fn, sde,
                   spec, cond, generator)
     return x
 

@@ -312,3 +312,12 @@ class AdaptiveEIOptions(SamplerOptions):
     @property
     def adaptive(self) -> bool:
         return True
+
+
+@dataclass(frozen=True, eq=False)
+class DDRMOptions(SamplerOptions):
+    """DDRM (Kawar et al. 2022) on the uniform time grid; it has no settings of its own: the observation and DDRM's
+    ``eta`` / ``eta_b`` are the condition's, ``scorekit.conditioning.DDRM(observation, eta, eta_b)``, which
+    ``sampler="ddrm"`` needs."""
+
+    name: ClassVar[str] = "ddrm"

@@ -10,7 +10,8 @@ loop by ``"module:function"``, imported on first use by :func:`load_loop`.
 
 Adding a sampler: write ``scorekit/samplers/<name>.py`` with its kernels and a loop
 ``loop(x, ctx, grid, opts) -> x`` (see :mod:`scorekit.samplers.base`), an options dataclass in
-:mod:`scorekit.samplers.options`, and one :func:`register` line below.
+:mod:`scorekit.samplers.options`, and one :func:`register` line below. A sampler that solves a problem described by
+a condition of its own (``ddrm`` and ``scorekit.conditioning.DDRM``) names that class in ``condition=``.
 """
 
 from __future__ import annotations
@@ -49,6 +50,10 @@ class SamplerSpec:
         particles: the option holding ``K`` for a particle sampler: ``sample()`` then runs ``B * K`` particles
             (rows ``b * K .. b * K + K - 1`` belong to sample ``b``, each drawn from generator ``b`` of a list) and
             the loop returns ``B`` samples; ``None`` for the others.
+        condition: the :class:`~scorekit.conditioning.Condition` class (``"module:Class"``, imported on first use,
+            or the class) this sampler reads its problem from: ``sample()`` refuses, before any work, the sampler
+            without such a condition (alone or in a ``Compose``) and such a condition with any other sampler; the CLI
+            and the trainer, which build no condition of that kind, do not offer it. ``None``: any condition.
     """
 
     name: str
@@ -61,6 +66,7 @@ class SamplerSpec:
     scheduler: str | None = None
     has_step: bool = False
     particles: str | None = None
+    condition: str | type | None = None
 
     def __post_init__(self) -> None:
         if self.grid not in GRIDS:
@@ -72,6 +78,13 @@ class SamplerSpec:
         if self.options.name != self.name:
             raise ValueError(f"options class {self.options.__name__} is for sampler {self.options.name!r}, not "
                              f"{self.name!r}")
+
+    @property
+    def condition_name(self) -> str | None:
+        """The class name of the condition this sampler needs (without importing it), or ``None``."""
+        if self.condition is None:
+            return None
+        return self.condition.rpartition(":")[2] if isinstance(self.condition, str) else self.condition.__name__
 
     @property
     def deterministic(self) -> bool:
@@ -107,16 +120,27 @@ def get_spec(name) -> SamplerSpec:
     return REGISTRY[name]
 
 
-def sampler_names() -> list[str]:
-    return list(REGISTRY)
+def sampler_names(standalone: bool = False) -> list[str]:
+    """The registered names; ``standalone``: only those that need no condition of their own (``spec.condition``),
+    what a command line without an observation can offer."""
+    return [n for n, s in REGISTRY.items() if not (standalone and s.condition is not None)]
+
+
+def _resolve(ref: str | Callable | type) -> Callable | type:
+    if not isinstance(ref, str):
+        return ref
+    module, _, name = ref.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def load_loop(spec: SamplerSpec) -> Callable:
     """The loop function of ``spec`` (imports its module on first use)."""
-    if callable(spec.loop):
-        return spec.loop
-    module, _, fn = spec.loop.partition(":")
-    return getattr(importlib.import_module(module), fn)
+    return _resolve(spec.loop)
+
+
+def load_condition(spec: SamplerSpec) -> type | None:
+    """The condition class ``spec`` needs (imports its module on first use), or ``None``."""
+    return None if spec.condition is None else _resolve(spec.condition)
 
 
 def markdown_table() -> str:
@@ -166,3 +190,7 @@ register(SamplerSpec(
     "dpmsolver-adaptive", o.AdaptiveEIOptions, "scorekit.samplers.adaptive_ei:adaptive_ei_loop", 1,
     grid="adaptive", scheduler=ODE, summary="adaptive DPM-Solver-12 / -23 (Lu et al. 2022, §4.2)",
     nfe="counted (`order` per accepted step), plus 1 for denoising"))
+register(SamplerSpec(
+    "ddrm", o.DDRMOptions, "scorekit.samplers.ddrm:ddrm_loop", 20, condition="scorekit.conditioning.inverse:DDRM",
+    summary="DDRM for linear inverse problems (Kawar et al. 2022): SVD-space updates, no network gradients; needs "
+            "`condition=DDRM(observation, eta, eta_b)`", nfe="`steps`, plus 1 for denoising"))
