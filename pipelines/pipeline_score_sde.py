@@ -323,7 +323,8 @@ class ScoreSDEPipeline(LikelihoodMixin, DiffusionPipeline):
             sampler: a registered sampler name (``scorekit.samplers.REGISTRY``) or an options object
                 (``scorekit.samplers.options``); ``None`` follows the scheduler.
             latents: start from this ``x_T`` instead of a prior draw.
-            condition: a ``scorekit`` condition (inpainting, colorization, guidance) applied by the sampler.
+            condition: a ``scorekit`` condition (inpainting, colorization, guidance, an inverse problem's method)
+                applied by the sampler; ``DDRM(observation)`` runs with ``sampler="ddrm"`` only.
             callback_on_step_end: ``fn(pipe, step_index, t, callback_kwargs) -> dict`` after each step; may return
                 a new ``"latents"``.
             callback_on_step_end_tensor_inputs: tensors passed in ``callback_kwargs`` (only ``"latents"``).
