@@ -63,7 +63,7 @@ class Task:
 
     @property
     def baseline_name(self) -> str:
-        return {"inpaint": "mean fill (mean of the known pixels)", "superres": "bicubic upsampling",
+        return {"inpaint": "mean of the known pixels", "superres": "bicubic upsampling",
                 "colorize": "the gray image", "deblur": "the blurred input"}[self.kind]
 
     def baseline(self, y: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
