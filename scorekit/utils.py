@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import math
-import numbers
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from collections.abc import Callable
 
 import torch
+
+from .checks import check_choice, check_count, check_positive  # noqa: F401  (re-exported: the library's validators)
 
 
 def append_dims(x: torch.Tensor, target_ndim: int) -> torch.Tensor:
@@ -29,38 +28,6 @@ def batch_time(t: float | torch.Tensor, batch_size: int, like: torch.Tensor, dty
 def batch_norm_mean(x: torch.Tensor) -> torch.Tensor:
     """Mean over the batch of the per-sample L2 norm (the norm used by Song et al.'s Langevin step size)."""
     return torch.linalg.vector_norm(x.reshape(x.shape[0], -1), dim=-1).mean()
-
-
-def check_choice(name: str, value: Any, choices: Iterable[str] | Mapping[str, Any]) -> None:
-    """Raise a ValueError naming the argument when ``value`` is not one of ``choices``."""
-    choices = list(choices)
-    if value not in choices:
-        raise ValueError(f"{name}={value!r} is not supported; expected one of {sorted(choices)}")
-
-
-def check_positive(name: str, value: float, *, integer: bool = False, allow_zero: bool = False) -> None:
-    """Raise a ValueError naming the argument when ``value`` is not a positive (or non-negative) number."""
-    kind = "integer" if integer else "number"
-    if integer and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):
-        raise ValueError(f"{name} must be an integer >= {0 if allow_zero else 1}, got {value!r}")
-    if not isinstance(value, numbers.Real) or isinstance(value, bool) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite {kind}, got {value!r}")
-    if value < 0 or (value == 0 and not allow_zero):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{name} must be {bound}, got {value!r}")
-
-
-def check_count(name: str, value: Any, minimum: int = 1) -> int:
-    """The one validator of counts (``batch_size``, ``num_images``, ``--nrow``, ...): an integer >= ``minimum``.
-
-    ``name`` is what the user typed (an argument name, or a CLI flag such as ``--num-samples``). Returns the value
-    as an ``int``; raises a ValueError naming ``name``, the value given and what is accepted.
-    """
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
 def check_finite(name: str, x: torch.Tensor, t: torch.Tensor | float | None = None) -> torch.Tensor:
