@@ -8,12 +8,12 @@ machines. A shard is written to a temporary name and renamed when complete. Form
 ``(n, H, W, C)``, ``indices``, ``labels``) or ``png`` (one numbered PNG per image in a ``shard-KKKKK/`` folder).
 
 Output folders never mix runs. ``manifest.json`` records every setting that decides the images (model and a digest
-of its weights, seed, counts, format, sampler with its resolved options and steps, labels, guidance, dtype, shape):
-the main process writes it *before* drawing (``"complete": false``), after each of its shards, when interrupted and at
-the end, each time listing the shards on disk. A rerun into the same folder resumes (skips the finished shards, redraws the missing ones) only when
-every setting matches; otherwise it stops with an error naming what differs, before anything is written, unless
-``--overwrite`` (then the old shards and manifest are deleted first; other files are left alone). Shards without a
-manifest are of unknown origin and are refused the same way.
+of its weights, seed, counts, format, sampler with its resolved options and steps, labels, guidance, dtype, shape).
+The main process writes it *before* drawing (``"complete": false``), after each of its shards, when interrupted and
+at the end, each time listing the shards on disk. A rerun into the same folder resumes (skips the finished shards,
+redraws the missing ones) only when every setting matches; otherwise it stops with an error naming what differs,
+before anything is written, unless ``--overwrite`` (then the old shards and manifest are deleted first; other files
+are left alone). Shards without a manifest are of unknown origin and are refused the same way.
 """
 
 from __future__ import annotations
