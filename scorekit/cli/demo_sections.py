@@ -15,7 +15,8 @@ import torch
 import scorekit
 from scorekit import datasets
 
-GAP = 0.5  # gray of the masked pixels in an observation panel
+from .common import mark_hole
+
 FAST_SAMPLER, FAST_SAMPLER_NAME = "dpmsolver++", "DPM-Solver++(2M)"  # logSNR grid; steps + 1 denoising call = NFE
 
 
@@ -69,7 +70,11 @@ def guided_digits(pipe, out: str, per_class: int, steps: int, scale: float, seed
 
 
 def _comparison(obs: torch.Tensor, samples: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
-    """Rows of observation | samples | truth: ``obs``/``truth`` ``(n, C, H, W)``, ``samples`` ``(n, k, C, H, W)``."""
+    """Rows of observation | samples | truth: ``obs``/``truth`` ``(n, C, H, W)``, ``samples`` ``(n, k, C, H, W)``;
+    gray panels are shown in RGB when the observation is (its hole is marked in colour)."""
+    rgb = obs.shape[1] == 3
+    samples = samples.expand(-1, -1, 3, -1, -1) if rgb else samples
+    truth = truth.expand(-1, 3, -1, -1) if rgb else truth
     return torch.cat([obs[:, None], samples, truth[:, None]], dim=1).flatten(0, 1)
 
 
@@ -88,13 +93,13 @@ def inpaint_digits(pipe, out: str, num: int, per_image: int, steps: int, seed: i
     res = inpaint(image=truth.repeat_interleave(per_image, 0), mask_image=mask.repeat_interleave(per_image, 0),
                   num_inference_steps=steps, generator=g, output_type="pt", sampler="pc")
     sec = time.perf_counter() - start
-    obs = torch.where(mask.bool(), torch.full_like(truth, GAP), truth)
+    obs = mark_hole(truth, mask)  # the hole as a magenta checkerboard (a gray fill merges with the strokes)
     samples = res.images.float().reshape(num, per_image, 1, 8, 8)
     save_panel(_comparison(obs, samples, truth), os.path.join(out, "digits_inpainting.png"), per_image + 2)
     return dict(file="digits_inpainting.png", nfe=res.nfe, seconds=sec,
                 psnr_masked=psnr(samples[..., 4:, :], truth[:, None, ..., 4:, :]),
-                caption=f"Inpainting held-out test digits (bottom half masked): observation | {per_image} samples | "
-                        f"truth; PC sampler {steps} steps + Langevin corrector (NFE {res.nfe}).")
+                caption=f"Inpainting held-out test digits (bottom half masked, in magenta): observation | {per_image} "
+                        f"samples | truth; PC sampler {steps} steps + Langevin corrector (NFE {res.nfe}).")
 
 
 def psnr(x: torch.Tensor, truth: torch.Tensor) -> float:
@@ -114,8 +119,8 @@ def photo_task(pipe, out: str, task: str, num: int, per_image: int, steps: int, 
         mask[..., s // 4: 3 * s // 4, s // 4: 3 * s // 4] = 1  # white = repaint
         res = pipe(image=images, mask_image=mask.repeat_interleave(per_image, 0), num_inference_steps=steps,
                    generator=g, output_type="pt", sampler="pc")
-        obs = torch.where(mask.bool(), torch.full_like(truth, GAP), truth)
-        what = "centre square masked"
+        obs = mark_hole(truth, mask)
+        what = "centre square masked, in magenta"
     else:
         res = pipe(image=images, num_inference_steps=steps, generator=g, output_type="pt", sampler="pc")
         obs = truth.mean(1, keepdim=True).expand_as(truth)
