@@ -119,8 +119,9 @@ def test_dense_matrix_of_an_operator_and_errors():
 @pytest.mark.parametrize("sde", [VPSDE(), SubVPSDE(), VESDE()], ids=["vp", "subvp", "ve"])
 def test_isotropic_mixture_score_equals_the_general_mixture_score(sde):
     g = torch.Generator().manual_seed(7)
-    weights, means, variances = torch.rand(4, generator=g, dtype=F64) + 0.1, torch.randn(4, 2, 3, generator=g,
-                                                                                       dtype=F64), torch.rand(4, generator=g, dtype=F64) + 0.2
+    weights = torch.rand(4, generator=g, dtype=F64) + 0.1
+    means = torch.randn(4, 2, 3, generator=g, dtype=F64)
+    variances = torch.rand(4, generator=g, dtype=F64) + 0.2
     iso = IsotropicMixtureScore(weights, means, variances, sde)
     full = GaussianMixtureScore(weights, means, iso.covs, sde)
     x = torch.randn(30, 2, 3, generator=g, dtype=F64)

@@ -77,14 +77,18 @@ def tds_settings(*, num_particles: int = 16, ess_threshold: float = 0.5, observa
     return dict(out, observation=observation, log_likelihood=log_likelihood, x_T_particles=x_T_particles)
 
 
-def gaussian_twist(observation, groups: int, particles: int, alphas: list[float], stds: list[float]) -> Callable:
-    """``log p~_t(y | x_t) = log N(y; A x0_hat, (sigma_y^2 + std_t^2 / alpha_t^2) I)`` for grid point ``i``."""
+def gaussian_twist(observation, groups: int, particles: int, alphas: list[float], stds: list[float],
+                   data_variance: float | None = None) -> Callable:
+    """``log p~_t(y | x_t) = log N(y; A x0_hat, (sigma_y^2 + r_t^2) I)`` for grid point ``i``, ``r_t^2`` the
+    variance of ``x0_hat``'s error: ``std_t^2 / alpha_t^2`` or, given ``data_variance`` ``tau^2``, ΠGDM's
+    ``tau^2 std_t^2 / (std_t^2 + alpha_t^2 tau^2)``."""
     op, sigma_y = observation.operator, float(observation.sigma_y)
     y = observation.y.expand(groups, *observation.y.shape[1:])
     m = y[0].numel()
 
     def twist(x0: torch.Tensor, i: int) -> torch.Tensor:
-        var = sigma_y**2 + (stds[i] / alphas[i]) ** 2
+        r2 = (stds[i] / alphas[i]) ** 2
+        var = sigma_y**2 + (r2 if data_variance is None else data_variance * r2 / (r2 + data_variance))
         yk = y.to(x0).repeat_interleave(particles, 0)
         sq = (yk - op.forward(x0)).reshape(x0.shape[0], -1).square().sum(-1)
         return -0.5 * (sq / var + m * math.log(2 * math.pi * var))
@@ -108,7 +112,7 @@ def twisted_eval(score_fn: Callable, x: torch.Tensor, t: torch.Tensor, alpha: fl
 
 def tds(x, *, score_fn, sde, eps, generator, condition, progress, callback, steps, denoise, num_particles,
         ess_threshold, observation=None, log_likelihood=None, return_particles=False, x_T_particles=None,
-        record=None):
+        data_variance=None, record=None):
     """TDS loop (module docstring), ``scorekit.sample``'s loop signature; returns ``(B, *event)`` (one particle per
     sample drawn by its final weight) or ``(B, K, *event)`` with ``return_particles``; ``record`` (a dict) receives
     the SMC facts of :func:`~.smc.smc_info`. ``callback(i, t, x)`` sees the particles ``(B * K, *event)`` after step
@@ -120,7 +124,7 @@ def tds(x, *, score_fn, sde, eps, generator, condition, progress, callback, step
     b, k = x.shape[0], num_particles
     times = uniform_grid(sde, steps, eps)
     alphas, stds = coefs(sde, times)
-    twist = (gaussian_twist(observation, b, k, alphas, stds) if observation is not None
+    twist = (gaussian_twist(observation, b, k, alphas, stds, data_variance) if observation is not None
              else (lambda x0, i: log_likelihood(x0)))
     xt = init_particles(x, k, sde, generator, x_T_particles)
     tb = batch_times(times, xt.shape[0], xt)
