@@ -29,6 +29,7 @@ guided and weighs the final particles by ``N(y^_i; c0_hat_i, sigma_i^2)`` instea
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -87,45 +88,46 @@ def time_of_ratio(sde: SDE, ratio: torch.Tensor, lo: float, hi: float) -> torch.
 
 
 class Spectral:
-    """Per-coordinate quantities of one run (``D = prod(event)``): the rescaled observation ``y^`` ``(B, 1, D)``, the
-    noise ``sigma_i``, which coordinates are pinned / weak / fixed at the end, and the pinning times ``tau_i``."""
+    """Per-coordinate quantities of one run over the ``M`` observed spectral coordinates ``idx`` (``s_i > 0``; the
+    other ``D - M`` only follow the kernel): the rescaled observation ``y^`` ``(B, 1, M)``, the noise ``sigma_i``,
+    which are pinned / weak / fixed at the end, and the pinning times ``tau_i``."""
 
     def __init__(self, observation, sde: SDE, times: list[float], alphas: list[float], stds: list[float],
                  groups: int, dtype, device):
         svd = observation.operator.svd
         s = svd.s.to(dtype=torch.float64, device=device).reshape(-1)
-        observed = s > 0
-        y = observation.y.to(dtype=dtype, device=device)
-        y_hat = torch.where(observed, svd.U_adjoint(y).to(torch.float64) / torch.where(observed, s, 1.0), 0.0)
-        self.y_hat = y_hat.expand(groups, -1)[:, None, :].to(dtype)  # (B, 1, D)
-        sigma = float(observation.sigma_y) / torch.where(observed, s, 1.0)
+        self.idx = torch.nonzero(s > 0).reshape(-1)
+        s = s[self.idx]
+        y_hat = svd.U_adjoint(observation.y.to(dtype=dtype, device=device)).to(torch.float64)[:, self.idx] / s
+        self.y_hat = y_hat.expand(groups, -1)[:, None, :].to(dtype)  # (B, 1, M)
+        sigma = float(observation.sigma_y) / s
         floor, ceiling = stds[-1] / alphas[-1], stds[0] / alphas[0]
-        self.fixed = observed & (sigma <= floor)  # below the chain's resolution: pinned at eps, returned as y^
-        self.weak = observed & (sigma >= ceiling)  # beyond the prior's noise: final weight only
-        self.pinned = observed & ~self.weak
+        self.fixed = sigma <= floor  # below the chain's resolution: pinned at eps, returned as y^
+        self.weak = sigma >= ceiling  # beyond the prior's noise: final weight only
+        self.pinned = ~self.weak
         self.sigma = torch.where(self.pinned, sigma.clamp_min(floor), sigma)
         tau = time_of_ratio(sde, self.sigma.clamp(floor, ceiling), times[-1], times[0])
         self.tau = torch.where(self.fixed, times[-1], tau)
         self.alpha_tau, self.std_tau = (v.to(dtype) for v in sde.marginal_coef(self.tau))
-        self.tau = self.tau.to(dtype)
-        self.sigma = self.sigma.to(dtype)
-        self.pinned, self.weak, self.fixed = (m.to(device) for m in (self.pinned, self.weak, self.fixed))
+        self.tau, self.sigma = self.tau.to(dtype), self.sigma.to(dtype)
 
     def potential_var(self, alpha: float, std: float) -> torch.Tensor:
-        """``w_t = std_t^2 - alpha_t^2 sigma_i^2`` ``(D,)`` (0 at ``tau_i``; only meaningful where ``tau_i <= t``)."""
+        """``w_t = std_t^2 - alpha_t^2 sigma_i^2`` ``(M,)`` (0 at ``tau_i``; only meaningful where ``tau_i <= t``)."""
         return (std**2 - alpha**2 * self.sigma**2).clamp_min(0)
 
     def log_potential(self, c: torch.Tensor, t: float, alpha: float, std: float) -> torch.Tensor:
-        """``sum_i log g_t(c_i)`` over the coordinates pinned after ``t`` (``tau_i < t``), ``(B, K)``."""
+        """``sum_i log g_t(c_i)`` over the observed coordinates ``c`` ``(B, K, M)`` pinned after ``t``, ``(B, K)``."""
         live = self.pinned & (self.tau < t)
         var = self.potential_var(alpha, std).clamp_min(TINY)
         return torch.where(live, log_normal(c, alpha * self.y_hat, var), 0.0).sum(-1)
 
     def step(self, c, c0, t, s, coef_t, coef_s):
-        """Mean, variance ``(B, K, D)`` of ``c_s`` and the incremental log-weight ``(B, K)`` of step ``t -> s``."""
+        """Mean ``(B, K, D)``, variance (``(M,)`` on ``idx``, the kernel's elsewhere) of ``c_s`` and the incremental
+        log-weight ``(B, K)`` of step ``t -> s``."""
         (alpha_t, std_t), (alpha_s, std_s) = coef_t, coef_s
         a, b, v = ancestral_coef(alpha_t, std_t, alpha_s, std_s)
-        mu = a * c + b * c0
+        mean = a * c + b * c0  # the ancestral kernel, every coordinate
+        co, mu = c[..., self.idx], mean[..., self.idx]
         # guided (tau <= s): the kernel times g_s, Alg. 1 lines 6 and 8
         w = self.potential_var(alpha_s, std_s)
         target = alpha_s * self.y_hat
@@ -135,21 +137,27 @@ class Spectral:
         # pinned inside the step (s < tau < t): t -> tau with c0_hat, pin, then tau -> s with the same c0_hat
         a1, b1, v1 = ancestral_coef(alpha_t, std_t, self.alpha_tau, self.std_tau)
         a2, b2, v2 = ancestral_coef(self.alpha_tau, self.std_tau, alpha_s, std_s)
-        pin = self.alpha_tau * self.y_hat
-        log_p = log_normal(pin, a1 * c + b1 * c0, v1.clamp_min(TINY))
-        mean_p = a2 * pin + b2 * c0
+        pin, c0o = self.alpha_tau * self.y_hat, c0[..., self.idx]
+        log_p = log_normal(pin, a1 * co + b1 * c0o, v1.clamp_min(TINY))
+        mean_p = a2 * pin + b2 * c0o
         guided = self.pinned & (self.tau <= s)
         inside = self.pinned & (self.tau > s) & (self.tau < t)
-        mean = torch.where(guided, mean_g, torch.where(inside, mean_p, mu))
-        var = torch.where(guided, var_g, torch.where(inside, v2, torch.full_like(v2, v)))
+        mean_o = torch.where(guided, mean_g, torch.where(inside, mean_p, mu))
+        var_o = torch.where(guided, var_g, torch.where(inside, v2, torch.full_like(v2, v)))
         log_w = torch.where(guided, log_g, torch.where(inside, log_p, 0.0)).sum(-1)
-        return mean, var, log_w - self.log_potential(c, t, alpha_t, std_t)
+        return mean.index_copy(-1, self.idx, mean_o), (v, var_o), log_w - self.log_potential(co, t, alpha_t, std_t)
+
+    def draw(self, mean: torch.Tensor, var, z: torch.Tensor) -> torch.Tensor:
+        """``c_s = mean + sqrt(var) z`` with the kernel's variance off ``idx`` and the step's on it."""
+        v, var_o = var
+        c = mean + v**0.5 * z
+        return c.index_copy(-1, self.idx, mean[..., self.idx] + var_o.sqrt() * z[..., self.idx])
 
     def finish(self, c0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The returned coordinates (``y^`` where fixed) and the final log-weight of the weak coordinates."""
-        c0 = torch.where(self.fixed, self.y_hat, c0)
-        log_w = torch.where(self.weak, log_normal(self.y_hat, c0, self.sigma.clamp_min(TINY) ** 2), 0.0).sum(-1)
-        return c0, log_w
+        """The returned coordinates ``(B, K, D)`` (``y^`` where fixed) and the final log-weight of the weak ones."""
+        c0o = torch.where(self.fixed, self.y_hat, c0[..., self.idx])
+        log_w = torch.where(self.weak, log_normal(self.y_hat, c0o, self.sigma.clamp_min(TINY) ** 2), 0.0).sum(-1)
+        return c0.index_copy(-1, self.idx, c0o), log_w
 
 
 def mcgdiff(x, *, score_fn, sde, eps, generator, condition, progress, callback, steps, denoise, num_particles,
@@ -166,18 +174,18 @@ def mcgdiff(x, *, score_fn, sde, eps, generator, condition, progress, callback, 
     alphas, stds = coefs(sde, times)
     spec = Spectral(observation, sde, times, alphas, stds, b, x.dtype, x.device)
     xt = init_particles(x, k, sde, generator, x_T_particles)
-    n, d = xt.shape[0], spec.tau.numel()
+    n, d = xt.shape[0], math.prod(x.shape[1:])
     tb = batch_times(times, n, xt)
     system = ParticleSystem(b, k, ess_threshold, generator, xt.dtype, xt.device)
     c = svd.V_adjoint(xt).reshape(b, k, d)
-    system.reweight(spec.log_potential(c, times[0], alphas[0], stds[0]).reshape(-1))  # target p_T(x) g_T(x)
+    system.reweight(spec.log_potential(c[..., spec.idx], times[0], alphas[0], stds[0]).reshape(-1))  # p_T g_T
     for i in iterate(steps, progress):
         xt, c = system.resample(xt, c.reshape(n, d))
         x0 = (xt + stds[i] ** 2 * score_fn(xt, tb[i])) / alphas[i]  # Tweedie
         c0 = svd.V_adjoint(x0).reshape(b, k, d)
         mean, var, log_w = spec.step(c.reshape(b, k, d), c0, times[i], times[i + 1], (alphas[i], stds[i]),
                                      (alphas[i + 1], stds[i + 1]))
-        c = mean + var.sqrt() * particle_randn((n, d), b, generator, xt.dtype, xt.device).reshape(b, k, d)
+        c = spec.draw(mean, var, particle_randn((n, d), b, generator, xt.dtype, xt.device).reshape(b, k, d))
         system.reweight(log_w.reshape(-1))
         xs = svd.V(c.reshape(n, d))
         xt = end_step(callback, i, times[i + 1], xs)

@@ -33,6 +33,7 @@ from collections.abc import Callable
 import torch
 
 from ..sde import SDE
+from ..utils import check_positive
 from .smc import (
     ParticleSystem,
     ancestral_coef,
@@ -55,13 +56,14 @@ DEFAULT_STEPS = 100
 
 def tds_settings(*, num_particles: int = 16, ess_threshold: float = 0.5, observation=None,
                  log_likelihood: Callable | None = None, return_particles: bool = False, x_T_particles=None,
-                 shape: tuple[int, ...] | None = None) -> dict:
+                 data_variance: float | None = None, shape: tuple[int, ...] | None = None) -> dict:
     """Validate the options of ``tds`` before any work; returns the keyword arguments its loop runs with.
 
     Raises:
         ValueError: ``num_particles < 1``, ``ess_threshold`` outside ``(0, 1]``, neither or both of
             ``observation`` / ``log_likelihood``, an observation that disagrees with ``shape`` or has
-            ``sigma_y < 0``, ``x_T_particles`` not ``(B, K, *event)``.
+            ``sigma_y < 0``, ``x_T_particles`` not ``(B, K, *event)``, ``data_variance <= 0`` or given without an
+            observation.
         TypeError: a ``log_likelihood`` that is not callable, or a malformed observation.
     """
     out = check_smc_settings(num_particles, ess_threshold, return_particles)
@@ -74,7 +76,12 @@ def tds_settings(*, num_particles: int = 16, ess_threshold: float = 0.5, observa
     if observation is not None:
         check_observation(observation, shape, "tds", need_svd=False)
     check_x_T_particles(x_T_particles, shape, out["num_particles"])
-    return dict(out, observation=observation, log_likelihood=log_likelihood, x_T_particles=x_T_particles)
+    if data_variance is not None:
+        check_positive("data_variance", data_variance)
+        if observation is None:
+            raise ValueError("data_variance shapes the twist of observation=; a log_likelihood= is used as given")
+    return dict(out, observation=observation, log_likelihood=log_likelihood, x_T_particles=x_T_particles,
+                data_variance=data_variance)
 
 
 def gaussian_twist(observation, groups: int, particles: int, alphas: list[float], stds: list[float],
@@ -120,7 +127,7 @@ def tds(x, *, score_fn, sde, eps, generator, condition, progress, callback, step
     check_no_projection(condition, "tds")
     tds_settings(num_particles=num_particles, ess_threshold=ess_threshold, observation=observation,
                  log_likelihood=log_likelihood, return_particles=return_particles, x_T_particles=x_T_particles,
-                 shape=tuple(x.shape))
+                 data_variance=data_variance, shape=tuple(x.shape))
     b, k = x.shape[0], num_particles
     times = uniform_grid(sde, steps, eps)
     alphas, stds = coefs(sde, times)
@@ -157,8 +164,9 @@ def tds_sample(score_fn: Callable, sde: SDE, shape: tuple[int, ...], *, observat
                log_likelihood: Callable | None = None, num_particles: int = 16, ess_threshold: float = 0.5,
                steps: int = DEFAULT_STEPS, eps: float | None = None, denoise: bool = True,
                return_particles: bool = False, x_T: torch.Tensor | None = None,
-               x_T_particles: torch.Tensor | None = None, generator=None, dtype: torch.dtype = torch.float32,
-               device: torch.device | str = "cpu", progress=False, callback=None) -> tuple[torch.Tensor, dict]:
+               x_T_particles: torch.Tensor | None = None, data_variance: float | None = None, generator=None,
+               dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu", progress=False,
+               callback=None) -> tuple[torch.Tensor, dict]:
     """Posterior samples by TDS; the direct entry point (``scorekit.sample``'s conventions).
 
     Args:
@@ -175,6 +183,7 @@ def tds_sample(score_fn: Callable, sde: SDE, shape: tuple[int, ...], *, observat
         return_particles: return all particles ``(B, K, *event)`` with ``info["log_weights"]`` ``(B, K)``.
         x_T: the first particle of each group, ``shape`` (the others are prior draws).
         x_T_particles: all starting particles ``(B, K, *event)`` (e.g. exact draws from ``p_T``).
+        data_variance: ``tau^2`` of the twist's ΠGDM-style variance (``None``: TDS's ``std_t^2 / alpha_t^2``).
         generator: a ``torch.Generator`` or a list of ``B`` (one per sample).
         dtype: the model's dtype (state in float32, or float64 for a float64 model).
         device, progress, callback: as in ``scorekit.sample`` (the callback sees the ``(B * K, ...)`` particles).
@@ -186,7 +195,7 @@ def tds_sample(score_fn: Callable, sde: SDE, shape: tuple[int, ...], *, observat
     """
     settings = tds_settings(num_particles=num_particles, ess_threshold=ess_threshold, observation=observation,
                             log_likelihood=log_likelihood, return_particles=return_particles,
-                            x_T_particles=x_T_particles, shape=tuple(shape))
+                            x_T_particles=x_T_particles, data_variance=data_variance, shape=tuple(shape))
     return run_particle_sampler("tds", tds, settings, score_fn, sde, tuple(shape), steps=steps, eps=eps,
                                 denoise=denoise, x_T=x_T, generator=generator, dtype=dtype, device=device,
                                 progress=progress, callback=callback)
