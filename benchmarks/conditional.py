@@ -14,7 +14,16 @@ grow linearly with n for a biased sampler, so compare rows at equal n). ``bias2`
 the squared whitened mean bias |S^{-1/2} b|^2 independently of n. ``max|dmean|/sd`` is the largest mean error of a
 coordinate in units of its exact conditional standard deviation; ``var ratio`` the mean of var_hat / var_exact.
 
-Run: ``python benchmarks/conditional.py`` (about 3 min on one CPU core) or ``--quick`` (about 1 min).
+Section ``inverse`` (``--sections inverse``): the inverse-problem methods on the same Gaussian image data observed
+through ``y = A x + sigma_y e`` (tests/conftest.py ``inverse_problem``): inpainting (left half), colorization (channel
+mean), 2x super-resolution (average pooling) and a seeded 12 x 48 Gaussian projection, noiseless and with
+sigma_y = 0.1. The statistics are computed in the operator's SVD coordinates: the null space when noiseless (the
+observed coordinates are fixed), every coordinate when noisy (d = 24, 32, 36, 36 noiseless; 48 noisy). ``residual``
+is the mean ``|y - A x|`` per sample (0 for a noiseless method that keeps the observation exactly). ``exact`` rows
+are exact posterior draws: the floor.
+
+Run: ``python benchmarks/conditional.py`` (about 3 min on one CPU core for the first section, about 8 more for
+``inverse``) or ``--quick`` (about 1 + 3 min).
 """
 
 from __future__ import annotations
@@ -31,7 +40,15 @@ import scorekit
 from scorekit.analytic import GaussianMixtureScore
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from conftest import gaussian_fit_statistics, image_problem  # noqa: E402  (the tests' problems)
+from conftest import (  # noqa: E402  (the tests' problems)
+    INVERSE_TASKS,
+    gaussian_fit_statistics,
+    image_problem,
+    inverse_problem,
+    run_ddrm,
+)
+
+from scorekit.conditioning import DDRM, DPS, PiGDM, Replacement  # noqa: E402
 
 F64 = torch.float64
 
@@ -89,10 +106,50 @@ def run(conditioner: str, n: int, quick: bool, seed: int) -> list[dict]:
     return rows
 
 
-def print_table(rows: list[dict]) -> None:
-    cols = ["conditioner", "sampler", "settings", "nfe", "mean chi2/d", "bias2", "cov LRT/df", "max|dmean|/sd",
-            "var ratio", "seconds"]
-    widths = [11, 7, 30, 5, 11, 7, 10, 13, 9, 7]
+def inverse_configs(quick: bool) -> list[tuple[str, str, dict]]:
+    """(method, settings, sampler kwargs): the samplers each method runs with (papers' step counts where given)."""
+    cfgs = [("replacement", "pc +langevin snr .25, 500 steps", dict(steps=500, snr=0.25)),
+            ("replacement", "pc predictor only, 1000 steps", dict(steps=1000, corrector="none")),
+            ("dps", "pc predictor only, 1000 steps", dict(steps=1000, corrector="none")),
+            ("pigdm", "pc predictor only, 500 steps", dict(steps=500, corrector="none")),
+            ("pigdm", "ddim eta=1, 100 steps", dict(sampler="ddim", steps=100, eta=1.0)),
+            ("ddrm", "eta .85, eta_b 1, 20 steps", dict(steps=20)),
+            ("ddrm", "eta .85, eta_b 1, 200 steps", dict(steps=200))]
+    return [c for c in cfgs if not quick or "200 steps" not in c[1] and "ddim" not in c[1]]
+
+
+def run_inverse(task: str, sigma_y: float, n: int, quick: bool, seed: int) -> list[dict]:
+    problem = inverse_problem(task, sigma_y)
+    gauss, obs = problem.gauss, problem.observation
+    z = torch.randn(n, len(problem.mean), generator=torch.Generator().manual_seed(seed + 10_000), dtype=F64)
+    exact = problem.mean + z @ torch.linalg.cholesky(problem.cov).T
+    head = {"task": task, "sigma_y": sigma_y}
+    rows = [{**head, "method": "exact", "settings": "exact posterior draws", "nfe": 0, "residual": float("nan"),
+             "seconds": 0.0, **statistics(exact, problem.mean, problem.cov)}]
+    for method, label, kwargs in inverse_configs(quick):
+        start, kwargs = time.perf_counter(), dict(kwargs)
+        if method == "ddrm":
+            x, nfe = run_ddrm(gauss, gauss.sde, (n, 3, 4, 4), DDRM(obs), kwargs["steps"], seed)
+        else:
+            condition = {"replacement": Replacement, "dps": DPS, "pigdm": PiGDM}[method](obs)
+            with torch.no_grad():
+                x, info = scorekit.sample(gauss, gauss.sde, (n, 3, 4, 4), kwargs.pop("sampler", "pc"), dtype=F64,
+                                          condition=condition, generator=torch.Generator().manual_seed(seed),
+                                          **kwargs)
+            nfe = info["nfe"]
+        residual = obs.residual(x).reshape(n, -1).norm(dim=1).mean().item()
+        rows.append({**head, "method": method, "settings": label, "nfe": nfe, "residual": residual,
+                     "seconds": time.perf_counter() - start, **statistics(problem.spectral(x), problem.mean,
+                                                                          problem.cov)})
+    return rows
+
+
+def print_table(rows: list[dict], first: tuple[str, ...] = ("conditioner", "sampler"), widths_first=(11, 7)) -> None:
+    cols = [*first, "settings", "nfe", "mean chi2/d", "bias2", "cov LRT/df", "max|dmean|/sd", "var ratio", "seconds"]
+    widths = [*widths_first, 30, 5, 11, 7, 10, 13, 9, 7]
+    if "residual" in rows[0]:
+        cols.insert(-1, "residual")
+        widths.insert(-1, 8)
     print(" | ".join(c.ljust(w) for c, w in zip(cols, widths)))
     print("-|-".join("-" * w for w in widths))
     for r in rows:
@@ -106,15 +163,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n", type=int, default=None, help="samples per run (default 1000, quick 400)")
     parser.add_argument("--conditioners", nargs="+", default=["inpaint", "colorize", "guidance"],
                         choices=["inpaint", "colorize", "guidance"])
+    parser.add_argument("--sections", nargs="+", default=["conditional", "inverse"],
+                        choices=["conditional", "inverse"])
+    parser.add_argument("--tasks", nargs="+", default=list(INVERSE_TASKS), choices=list(INVERSE_TASKS))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1 is fastest at this size)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     n = args.n or (400 if args.quick else 1000)
     print(f"n = {n} samples per run, seed {args.seed}; exact samples give mean chi2/d ~ 1 +- {math.sqrt(2 / 24):.2f} "
-          f"(d = 24..32) and cov LRT/df ~ 1")
-    rows = [row for c in args.conditioners for row in run(c, n, args.quick, args.seed)]
-    print_table(rows)
+          f"(d = 24..48) and cov LRT/df ~ 1")
+    if "conditional" in args.sections:
+        print_table([row for c in args.conditioners for row in run(c, n, args.quick, args.seed)])
+    if "inverse" in args.sections:
+        rows = [row for task in args.tasks for sigma_y in (0.0, 0.1)
+                for row in run_inverse(task, sigma_y, n, args.quick, args.seed)]
+        print()
+        print_table(rows, ("task", "sigma_y", "method"), (10, 7, 11))
 
 
 if __name__ == "__main__":

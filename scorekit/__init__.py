@@ -1,6 +1,18 @@
 """scorekit: score-based SDE diffusion models (Song et al., ICLR 2021) in the diffusers ecosystem."""
 
-from .conditioning import ClassifierGuidance, Colorize, Compose, Condition, Inpaint, classifier_guidance
+from .conditioning import (
+    DDRM,
+    DPS,
+    ClassifierGuidance,
+    Colorize,
+    Compose,
+    Condition,
+    Inpaint,
+    Observation,
+    PiGDM,
+    Replacement,
+    classifier_guidance,
+)
 from .correctors import CORRECTORS
 from .ddim import ddim_step, tweedie_denoise
 from .diffusers_registration import register as _register_with_diffusers
@@ -45,6 +57,7 @@ _register_with_diffusers()  # DiffusionPipeline.from_pretrained of scorekit repo
 __all__ = [
     "SDE", "VPSDE", "SubVPSDE", "VESDE", "SDES", "get_sde", "sample", "SAMPLERS", "PREDICTORS", "CORRECTORS",
     "pf_ode_drift", "ddim_step", "tweedie_denoise", "model_score_fn", "Condition", "Compose", *_LAZY,
-    "Inpaint", "Colorize", "ClassifierGuidance", "classifier_guidance",
+    "Inpaint", "Colorize", "ClassifierGuidance", "classifier_guidance", "Observation", "Replacement", "DPS", "PiGDM",
+    "DDRM",
     "log_likelihood", "bits_per_dim", "encode", "decode", "slerp", "interpolate",
 ]

@@ -125,6 +125,36 @@ def gaussian_conditional(
     return mean[~observed] + gain @ (y - mean[observed]), cov[~observed][:, ~observed] - gain @ cross
 
 
+def gaussian_posterior(
+    mean: torch.Tensor, cov: torch.Tensor, operator, y: torch.Tensor, sigma_y: float = 0.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact posterior ``N(m, S)`` of ``x ~ N(mean, cov)`` given ``y = A x + sigma_y e``, ``e ~ N(0, I)`` (Kalman).
+
+    ``K = Sigma A^T (A Sigma A^T + sigma_y^2 I)^+``, ``m = mu + K (y - A mu)``, ``S = Sigma - K A Sigma`` (the
+    pseudo-inverse covers noiseless observations whose ``A Sigma A^T`` is singular, e.g. the zero rows of a mask;
+    :func:`gaussian_conditional` is the case of a coordinate selection). ``S`` is singular along the observed
+    directions when ``sigma_y = 0``.
+
+    Args:
+        mean: ``(*event_shape)`` or ``(D,)``.
+        cov: ``(D, D)``.
+        operator: a :class:`~scorekit.conditioning.linear.LinearOperator` (its dense matrix is formed: small ``D``
+            only) or a ``(d_y, D)`` matrix.
+        y: ``d_y`` values (any shape, flattened).
+        sigma_y: observation noise std, ``>= 0``.
+
+    Returns:
+        ``(m, S)``: ``(D,)`` and ``(D, D)``, float64.
+    """
+    a = torch.as_tensor(operator.matrix() if hasattr(operator, "matrix") else operator, dtype=torch.float64)
+    mean, cov = torch.as_tensor(mean, dtype=torch.float64).reshape(-1), torch.as_tensor(cov, dtype=torch.float64)
+    y = torch.as_tensor(y, dtype=torch.float64).reshape(-1)
+    innovation = a @ cov @ a.T + sigma_y**2 * torch.eye(a.shape[0], dtype=torch.float64)
+    gain = cov @ a.T @ torch.linalg.pinv(innovation, hermitian=True)
+    post = cov - gain @ a @ cov
+    return mean + gain @ (y - a @ mean), 0.5 * (post + post.T)
+
+
 def image_gaussian(
     h: int = 4,
     w: int = 4,

@@ -228,6 +228,18 @@ def image_problem(kind: str, seed: int = 1, cov=None):
     return gauss, condition, p, observed, y, m, s
 
 
+def assert_gaussian(xs: torch.Tensor, mean: torch.Tensor, cov: torch.Tensor, what: str, alpha: float = 1e-3) -> None:
+    """Mean and covariance tests of ``xs`` ``(n, d)`` against ``N(mean, cov)`` at level ``alpha`` each
+    (:func:`gaussian_fit_statistics`: chi-square with ``d`` and ``d (d + 1) / 2`` degrees of freedom)."""
+    from scipy.stats import chi2
+
+    d = xs.shape[1]
+    t_mean, t_cov = gaussian_fit_statistics(xs, mean, cov)
+    q_mean, q_cov = chi2.ppf(1 - alpha, d), chi2.ppf(1 - alpha, d * (d + 1) // 2)
+    assert t_mean < q_mean, f"{what}: mean statistic {t_mean:.1f} >= chi2_{d} quantile {q_mean:.1f}"
+    assert t_cov < q_cov, f"{what}: covariance statistic {t_cov:.1f} >= chi2_{d * (d + 1) // 2} quantile {q_cov:.1f}"
+
+
 def gaussian_fit_statistics(xs: torch.Tensor, mean: torch.Tensor, cov: torch.Tensor) -> tuple[float, float]:
     """Test statistics of samples ``xs`` ``(n, d)`` against ``N(mean, cov)``.
 
@@ -242,3 +254,90 @@ def gaussian_fit_statistics(xs: torch.Tensor, mean: torch.Tensor, cov: torch.Ten
                                       upper=False)
     rho = 1 - (2 * d * d + 3 * d - 1) / (6 * (n - 1) * (d + 1))
     return t_mean, rho * (n - 1) * (torch.trace(w) - torch.logdet(w) - d).item()
+
+
+# --- inverse problems (tests/test_inverse_methods.py and benchmarks/conditional.py --section inverse) --------------
+INVERSE_TASKS = ("inpaint", "colorize", "superres", "projection")
+
+
+@dataclass(frozen=True)
+class InverseProblem:
+    """An observation of one draw of Gaussian image data, and the exact posterior in the operator's SVD coordinates.
+
+    ``spectral(x)`` maps samples ``(n, 3, 4, 4)`` to their coordinates ``(V^T x)[keep]`` ``(n, d)``, whose exact
+    posterior is ``N(mean, cov)``; ``keep`` is the null space for a noiseless observation (the observed coordinates
+    are then fixed) and every coordinate for a noisy one.
+    """
+
+    gauss: GaussianScore
+    observation: object
+    vt: torch.Tensor
+    keep: torch.Tensor
+    mean: torch.Tensor
+    cov: torch.Tensor
+
+    def spectral(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.reshape(x.shape[0], -1).to(torch.float64) @ self.vt.T)[:, self.keep]
+
+
+def inverse_operator(task: str):
+    """The operator of ``task`` on ``(3, 4, 4)`` images: the left half (inpaint), the channel mean (colorize), 2x
+    average pooling (superres) or a seeded Gaussian ``(12, 48)`` matrix scaled by ``1 / sqrt(48)`` (projection)."""
+    from scorekit.conditioning import Downsample, Gray, Mask, Matrix
+
+    if task == "inpaint":
+        mask = torch.zeros(3, 4, 4, dtype=torch.bool)
+        mask[..., :2] = True
+        return Mask(mask)
+    if task == "colorize":
+        return Gray((3, 4, 4))
+    if task == "superres":
+        return Downsample((3, 4, 4), 2)
+    g = torch.Generator().manual_seed(7)
+    return Matrix(torch.randn(12, 48, generator=g, dtype=torch.float64) / math.sqrt(48), (3, 4, 4))
+
+
+def independent_blocks(cov: torch.Tensor, operator) -> torch.Tensor:
+    """``cov`` with the correlations between observed (``s > 0``) and unobserved SVD coordinates removed."""
+    vt = operator.svd.V_adjoint(torch.eye(operator.in_dim, dtype=torch.float64).reshape(-1, *operator.in_shape)).T
+    obs = operator.svd.support
+    cov_c = vt @ cov @ vt.T
+    cov_c[obs[:, None] & ~obs[None]] = 0
+    cov_c[~obs[:, None] & obs[None]] = 0
+    return vt.T @ cov_c @ vt
+
+
+def inverse_problem(task: str, sigma_y: float, cov=None, mean=None, seed: int = 1) -> InverseProblem:
+    """``task`` (:data:`INVERSE_TASKS`) observed with noise ``sigma_y`` on one draw of ``image_gaussian()`` data (or of
+    ``N(mean, cov)``), VP SDE; the exact posterior by :func:`scorekit.analytic.gaussian_posterior`."""
+    from scorekit.analytic import gaussian_posterior
+    from scorekit.conditioning import Observation
+
+    default_mean, default_cov = image_gaussian()
+    mean = default_mean if mean is None else mean
+    gauss = GaussianScore(mean, default_cov if cov is None else cov, VPSDE())
+    operator = inverse_operator(task)
+    g = torch.Generator().manual_seed(seed)
+    x0, _ = gauss.sample(1, g)
+    y = operator.forward(x0) + sigma_y * torch.randn(1, *operator.out_shape, generator=g, dtype=torch.float64)
+    m, s = gaussian_posterior(gauss.mean, gauss.cov, operator, y, sigma_y)
+    vt = operator.svd.V_adjoint(torch.eye(operator.in_dim, dtype=torch.float64).reshape(-1, *operator.in_shape)).T
+    keep = ~operator.svd.support if sigma_y == 0 else torch.ones(operator.in_dim, dtype=torch.bool)
+    return InverseProblem(gauss, Observation(operator, y, sigma_y), vt, keep, (vt @ m)[keep],
+                          (vt @ s @ vt.T)[keep][:, keep])
+
+
+def run_ddrm(score_fn, sde, shape, condition, steps: int = 20, seed: int = 0, dtype=torch.float64):
+    """``scorekit.sample``'s front door for the DDRM loop until it is registered there: prior draw, ``bind``, counted
+    score, the loop, ``finalize``; returns ``(x, nfe)``."""
+    from scorekit.numerics import CountedScore
+    from scorekit.samplers.ddrm import ddrm
+
+    generator = torch.Generator().manual_seed(seed)
+    x = sde.prior_sampling(shape, generator=generator, dtype=dtype)
+    condition.bind(sde, x, generator)
+    counted = CountedScore(score_fn, model_dtype=dtype)
+    with torch.no_grad():
+        x = ddrm(x, score_fn=condition.wrap_score(counted), sde=sde, eps=sde.sampling_eps, generator=generator,
+                 condition=condition, progress=False, callback=None, steps=steps, denoise=True)
+    return condition.finalize(x), counted.nfe

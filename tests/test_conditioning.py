@@ -16,12 +16,12 @@ import math
 
 import pytest
 import torch
-from conftest import basis_matrix, gaussian_fit_statistics, image_problem
-from scipy.stats import binom, chi2
+from conftest import assert_gaussian, basis_matrix, image_problem
+from scipy.stats import binom
 
 import scorekit
 from scorekit.analytic import GaussianMixtureScore, GaussianScore, image_gaussian
-from scorekit.conditioning import DECOUPLE, Replacement, gray_chroma_to_rgb, rgb_to_gray_chroma
+from scorekit.conditioning import DECOUPLE, Mask, Observation, Replacement, gray_chroma_to_rgb, rgb_to_gray_chroma
 
 ALPHA = 1e-3
 F64 = torch.float64
@@ -31,15 +31,6 @@ pytestmark = pytest.mark.usefixtures("single_thread")  # conftest: one intra-op 
 
 
 # --- closed forms ---------------------------------------------------------------------------------------------------
-
-
-def assert_gaussian(xs, mean, cov, what: str):
-    """Mean and covariance tests of ``xs`` ``(n, d)`` against ``N(mean, cov)`` at level ``ALPHA`` (module doc)."""
-    d = xs.shape[1]
-    t_mean, t_cov = gaussian_fit_statistics(xs, mean, cov)
-    q_mean, q_cov = chi2.ppf(1 - ALPHA, d), chi2.ppf(1 - ALPHA, d * (d + 1) // 2)
-    assert t_mean < q_mean, f"{what}: mean statistic {t_mean:.1f} >= chi2_{d} quantile {q_mean:.1f}"
-    assert t_cov < q_cov, f"{what}: covariance statistic {t_cov:.1f} >= chi2_{d * (d + 1) // 2} quantile {q_cov:.1f}"
 
 
 def mixture_2d():
@@ -323,6 +314,6 @@ def test_classifier_guidance_function_rejects_a_classifier_without_t():
 
 
 def test_unbound_condition_explains_itself():
-    cond = Replacement(torch.zeros(1, 2), torch.ones(1, 2, dtype=torch.bool))
+    cond = Replacement(Observation(Mask(torch.ones(2, dtype=torch.bool)), torch.zeros(1, 2)))
     with pytest.raises(RuntimeError, match="bound"):
         cond.project_ode(torch.zeros(1, 2), torch.ones(1))

@@ -9,36 +9,19 @@ image therefore observes ``u_0 = sqrt(3) * gray`` exactly, and since the rotatio
 
 from __future__ import annotations
 
-import math
-
 import torch
 
-from ..sde import SDE
-from .inpaint import Replacement, _as_tensor
-
-# Rows: gray (1, 1, 1)/sqrt(3), then two orthonormal chroma directions (1, -1, 0)/sqrt(2) and (1, 1, -2)/sqrt(6).
-DECOUPLE = torch.tensor(
-    [
-        [1 / math.sqrt(3), 1 / math.sqrt(3), 1 / math.sqrt(3)],
-        [1 / math.sqrt(2), -1 / math.sqrt(2), 0.0],
-        [1 / math.sqrt(6), 1 / math.sqrt(6), -2 / math.sqrt(6)],
-    ],
-    dtype=torch.float64,
-)
-
-
-def rgb_to_gray_chroma(x: torch.Tensor) -> torch.Tensor:
-    """``u = DECOUPLE @ x`` along channel dim 1: ``(B, 3, ...) -> (B, 3, ...)``, ``u[:, 0] = sqrt(3) * mean(RGB)``."""
-    return torch.einsum("ij,bj...->bi...", DECOUPLE.to(dtype=x.dtype, device=x.device), x)
-
-
-def gray_chroma_to_rgb(u: torch.Tensor) -> torch.Tensor:
-    """Inverse of :func:`rgb_to_gray_chroma` (``DECOUPLE`` is orthogonal, so its inverse is its transpose)."""
-    return torch.einsum("ij,bi...->bj...", DECOUPLE.to(dtype=u.dtype, device=u.device), u)
+from .inpaint import _as_tensor
+from .linear import Observation
+from .operators import DECOUPLE, Gray, gray_chroma_to_rgb, rgb_to_gray_chroma  # noqa: F401  (re-exported)
+from .replacement import Replacement
 
 
 class Colorize(Replacement):
     """Colorization: generate RGB samples whose channel mean equals ``gray`` (replacement in the gray/chroma basis).
+
+    :class:`~scorekit.conditioning.replacement.Replacement` over the :class:`~scorekit.conditioning.operators.Gray`
+    operator, whose SVD is the rotation :data:`DECOUPLE` per pixel.
 
     Args:
         gray: ``(B or 1, 1, *spatial)`` gray image, defined as the mean of the R, G, B channels in the model's data
@@ -49,6 +32,8 @@ class Colorize(Replacement):
         ``x, info = scorekit.sample(score_fn, sde, (4, 3, 32, 32), condition=scorekit.Colorize(gray))``
     """
 
+    method = "Colorize"
+
     def __init__(self, gray: torch.Tensor):
         gray = _as_tensor("gray", gray)
         if not gray.is_floating_point():
@@ -58,19 +43,10 @@ class Colorize(Replacement):
                              f"G, B), got {tuple(gray.shape)}; for an RGB image pass image.mean(1, keepdim=True)")
         if not torch.isfinite(gray).all():
             raise ValueError("gray has NaN or inf values")
-        # observed coordinate u_0 = sqrt(3) * gray; the chroma coordinates are unobserved (zeros, masked out)
-        observation = torch.cat([math.sqrt(3) * gray, torch.zeros_like(gray), torch.zeros_like(gray)], dim=1)
-        mask = torch.tensor([True, False, False]).reshape(1, 3, *([1] * (gray.ndim - 2)))
-        super().__init__(observation, mask, name="gray")
+        super().__init__(None)
         self.gray = gray
 
-    def to_basis(self, x: torch.Tensor) -> torch.Tensor:
-        return rgb_to_gray_chroma(x)
-
-    def from_basis(self, u: torch.Tensor) -> torch.Tensor:
-        return gray_chroma_to_rgb(u)
-
-    def bind(self, sde: SDE, x_T: torch.Tensor, generator: torch.Generator | None) -> None:
+    def observation_for(self, x_T: torch.Tensor) -> Observation:
         if x_T.ndim != self.gray.ndim or x_T.shape[1] != 3:
             raise ValueError(f"Colorize needs RGB samples of shape (B, 3, {', '.join(map(str, self.gray.shape[2:]))}) "
                              f"(3 channels at dim 1), got shape {tuple(x_T.shape)}")
@@ -78,4 +54,4 @@ class Colorize(Replacement):
             raise ValueError(f"gray has shape {tuple(self.gray.shape)} but the samples have shape {tuple(x_T.shape)}; "
                              f"expected (B or 1, 1, {', '.join(map(str, x_T.shape[2:]))}) (is the gray image size "
                              f"the model's sample size?)")
-        super().bind(sde, x_T, generator)
+        return Observation(Gray(tuple(x_T.shape[1:])), self.gray)
