@@ -191,7 +191,8 @@ def print_table(rows: list[dict]) -> None:
     print()
     print("The bar (bold: within the floor's noise at <= the budget):")
     for (d_x, d_y) in sorted({(r["d_x"], r["d_y"]) for r in rows}):
-        hits = [r for r in rows if (r["d_x"], r["d_y"]) == (d_x, d_y) and r["ok"] and r["K"] * r["steps"] <= BUDGET[d_x]]
+        hits = [r for r in rows if (r["d_x"], r["d_y"]) == (d_x, d_y) and r["ok"]
+                and r["K"] * r["steps"] <= BUDGET[d_x]]
         best = ", ".join(f"{r['method']} K={r['K']}x{r['steps']}" for r in hits) or "none"
         print(f"- d_x = {d_x}, d_y = {d_y} (budget K x steps <= {BUDGET[d_x]}): {'met' if hits else 'NOT met'} "
               f"({best})")

@@ -12,7 +12,7 @@ covariances in closed form, exact draws). Tolerances come from the sample size `
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -22,6 +22,8 @@ from scipy.stats import chi2
 import scorekit
 from scorekit.analytic import GaussianScore, gaussian_conditional, image_gaussian
 from scorekit.analytic_posterior import grid_mixture_problem
+from scorekit.conditioning.linear import Observation
+from scorekit.conditioning.operators import Matrix
 from scorekit.metrics import sliced_wasserstein
 from scorekit.samplers.mcgdiff import mcgdiff, mcgdiff_sample, time_of_ratio
 from scorekit.samplers.smc import ParticleSystem, ess, gather_groups, systematic_indices
@@ -29,54 +31,6 @@ from scorekit.samplers.tds import tds, tds_sample
 
 F64 = torch.float64
 ALPHA = 1e-3
-
-
-# --- a private stand-in for the operators of branch i18a (deleted when scorekit.conditioning.operators lands) --------
-class _SVD:
-    def __init__(self, u, s, v, in_shape, out_shape):
-        self.u, self.v, self.in_shape, self.out_shape = u, v, in_shape, out_shape
-        self.s = torch.zeros(v.shape[0], dtype=F64)
-        self.s[: len(s)] = s
-
-    def V_adjoint(self, x):
-        return x.reshape(x.shape[0], -1) @ self.v.to(x.dtype)
-
-    def V(self, c):
-        return (c @ self.v.T.to(c.dtype)).reshape(c.shape[0], *self.in_shape)
-
-    def U_adjoint(self, y):
-        c = torch.zeros(y.shape[0], self.v.shape[0], dtype=y.dtype)
-        m = self.u.shape[0]
-        c[:, :m] = y.reshape(y.shape[0], -1) @ self.u.to(y.dtype)
-        return c * (self.s > 0)
-
-    def U(self, c):
-        return (c[:, : self.u.shape[0]] @ self.u.T.to(c.dtype)).reshape(c.shape[0], *self.out_shape)
-
-
-class _Matrix:
-    """``A = U diag(s) V^T`` of shape ``(m, D)`` acting on ``(B, *in_shape)``; ``svd=None`` drops the SVD."""
-
-    def __init__(self, a, in_shape=None, factors=None, svd=True):
-        self.a = a
-        self.in_shape, self.out_shape = tuple(in_shape or (a.shape[1],)), (a.shape[0],)
-        if factors is None:
-            u, s, vh = torch.linalg.svd(a, full_matrices=True)
-            factors = (u, s, vh.T)
-        self.svd = _SVD(*factors, self.in_shape, self.out_shape) if svd else None
-
-    def forward(self, x):
-        return x.reshape(x.shape[0], -1) @ self.a.T.to(x.dtype)
-
-    def adjoint(self, y):
-        return (y @ self.a.to(y.dtype)).reshape(y.shape[0], *self.in_shape)
-
-
-@dataclass
-class _Observation:
-    operator: object
-    y: torch.Tensor
-    sigma_y: float
 
 
 # --- machinery -------------------------------------------------------------------------------------------------------
@@ -126,11 +80,12 @@ def test_time_of_ratio_inverts_std_over_alpha():
 def _problem(sigma_y=0.3, event=(4,), svd=True):
     d = math.prod(event)
     a = torch.randn(1, d, generator=torch.Generator().manual_seed(3), dtype=F64)
-    op = _Matrix(a, in_shape=event, svd=svd)
+    op = Matrix(a, in_shape=event) if svd else Matrix(a, in_shape=event) @ Matrix(torch.eye(d, dtype=F64),
+                                                                                   in_shape=event)
     weights, means = torch.tensor([0.5, 0.5]), torch.stack([torch.full(event, 2.0), torch.full(event, -2.0)])
     mix = scorekit.analytic.GaussianMixtureScore(weights, means.to(F64), torch.eye(d, dtype=F64).expand(2, d, d),
                                                  scorekit.VPSDE())
-    return mix, _Observation(op, torch.tensor([[1.0]], dtype=F64), sigma_y)
+    return mix, Observation(op, torch.tensor([[1.0]], dtype=F64), sigma_y)
 
 
 SAMPLERS = {"tds": tds_sample, "mcgdiff": mcgdiff_sample}
@@ -150,7 +105,8 @@ def _never_called(x, t):
 def test_bad_settings_are_refused_before_any_work(name, change, match):
     mix, obs = _problem()
     change = dict(change)  # (the parametrized dict is shared by both samplers)
-    obs = _Observation(obs.operator, change.pop("y", obs.y), change.pop("sigma_y", obs.sigma_y))
+    # a duck-typed observation: the samplers check y and sigma_y themselves (the shipped Observation also does)
+    obs = SimpleNamespace(operator=obs.operator, y=change.pop("y", obs.y), sigma_y=change.pop("sigma_y", obs.sigma_y))
     kwargs = {"observation": obs, "num_particles": 4, **change}
     with pytest.raises(ValueError, match=match):
         SAMPLERS[name](_never_called, mix.sde, kwargs.pop("shape", (3, 4)), **kwargs)
@@ -166,6 +122,10 @@ def test_mcgdiff_needs_an_svd_and_tds_one_likelihood():
         tds_sample(_never_called, mix.sde, (3, 4), observation=obs, log_likelihood=lambda x0: x0.sum(-1))
     with pytest.raises(TypeError, match="observation"):
         mcgdiff_sample(_never_called, mix.sde, (3, 4), observation=(obs.operator, obs.y))
+    per_sample = scorekit.conditioning.operators.Mask(torch.tensor([[1, 0, 0, 0], [0, 1, 0, 0], [1, 1, 0, 0]]),
+                                                      in_shape=(4,))
+    with pytest.raises(ValueError, match="per-sample"):
+        tds_sample(_never_called, mix.sde, (3, 4), observation=Observation(per_sample, torch.zeros(1, 4)))
 
 
 @pytest.mark.parametrize("loop", [tds, mcgdiff])
@@ -182,7 +142,7 @@ def test_a_projection_condition_is_refused(loop):
 def test_tds_with_one_particle_is_ancestral_sampling_with_the_twisted_score():
     """K = 1: TDS is its proposal, the ancestral step (DDIM eta = 1) driven by ``score + grad log p~_t(y | x_t)``."""
     mix, obs = _problem()
-    sde, a, y, sigma_y = mix.sde, obs.operator.a, obs.y, obs.sigma_y
+    sde, a, y, sigma_y = mix.sde, obs.operator.m, obs.y, obs.sigma_y
 
     def twisted(x, t):
         alpha, std = (v[:, None] for v in sde.marginal_coef(t))
@@ -206,9 +166,9 @@ def test_tds_with_one_particle_is_ancestral_sampling_with_the_twisted_score():
 def test_mcgdiff_with_one_particle_and_nothing_to_pin_is_ancestral_sampling():
     """K = 1 and an observation weaker than the prior's noise (nothing pinned): the plain ancestral chain."""
     mix, _ = _problem()
-    factors = (torch.ones(1, 1, dtype=F64), torch.tensor([1.0], dtype=F64), torch.eye(4, dtype=F64))
-    op = _Matrix(torch.tensor([[1.0, 0, 0, 0]], dtype=F64), factors=factors)
-    obs = _Observation(op, torch.tensor([[0.5]], dtype=F64), 1e3)  # sigma_y > std(T) / alpha(T) = 152
+    op = Matrix(torch.tensor([[1.0, 0, 0, 0]], dtype=F64))  # its V is the identity
+    assert torch.equal(op.svd.V_adjoint(torch.eye(4, dtype=F64)), torch.eye(4, dtype=F64))
+    obs = Observation(op, torch.tensor([[0.5]], dtype=F64), 1e3)  # sigma_y > std(T) / alpha(T) = 152
     x_T = torch.randn(5, 4, generator=torch.Generator().manual_seed(0), dtype=F64)
     ref, _ = scorekit.sample(mix, mix.sde, (5, 4), "ddim", eta=1.0, steps=20, x_T=x_T, dtype=F64,
                              generator=torch.Generator().manual_seed(1))
@@ -286,7 +246,7 @@ def test_error_to_the_mixture_posterior_falls_with_particles(name):
     """A 25-mode mixture in D = 4 observed through one noisy random projection (six modes above 1 % a posteriori).
     At K = 4 the mode shares are far off; at K = 64 mode shares, mean and SW2 are within sample-size tolerance."""
     p, sde, n = grid_mixture_problem(4, 1, seed=0), scorekit.VPSDE(), 400
-    post, obs = p.posterior, _Observation(_Matrix(p.matrix), p.y, p.sigma_y)
+    post, obs = p.posterior, Observation(Matrix(p.matrix), p.y, p.sigma_y)
     exact = post.sample(n, torch.Generator().manual_seed(1))[0]
     floor = torch.tensor([sliced_wasserstein(post.sample(n, torch.Generator().manual_seed(10 + i))[0], exact,
                                              generator=torch.Generator().manual_seed(2)) for i in range(8)])
@@ -323,7 +283,7 @@ def _image_problem(kind: str, h: int = 2):
         observed = observed.reshape(-1)
     y = (p @ x0.reshape(-1))[observed]
     m, s = gaussian_conditional(p @ mean.reshape(-1), p @ cov @ p.T, observed, y)
-    return gauss, _Observation(_Matrix(p[observed], in_shape=(3, h, h)), y[None], 0.0), p, observed, m, s
+    return gauss, Observation(Matrix(p[observed], in_shape=(3, h, h)), y[None], 0.0), p, observed, m, s
 
 
 @pytest.mark.slow
@@ -332,8 +292,9 @@ def _image_problem(kind: str, h: int = 2):
 def test_gaussian_inpainting_and_colorization_are_exact_without_a_corrector(name, kind):
     """Noiseless inpainting / colorization of (3, 2, 2) Gaussian images: with K = 32 particles the unobserved part
     passes the chi2 tests of its exact conditional (mean and Bartlett-corrected covariance LRT, level 1e-3), with no
-    Langevin corrector; K = 1 (the proposal alone) is biased (TDS colorization mildly at this n). 400 steps: at 100 steps the ancestral
-    chain itself (every K, and DDIM eta = 1) has a covariance deficit the LRT detects at n = 400."""
+    Langevin corrector; K = 1 (the proposal alone) is biased (TDS colorization mildly at this n). 400 steps: at
+    100 steps the ancestral chain itself (every K, and DDIM eta = 1) has a covariance deficit the LRT detects at
+    n = 400."""
     gauss, obs, p, observed, m, s = _image_problem(kind)
     n, d = 400, int((~observed).sum())
     stats = {}

@@ -247,7 +247,7 @@ def check_observation(observation, shape: tuple[int, ...] | None, sampler: str, 
     Raises:
         TypeError: not an observation (``operator``, ``y``, ``sigma_y``) or an operator without ``forward``.
         ValueError: ``sigma_y < 0``; ``operator.in_shape`` unlike the event shape; ``y`` not ``(B or 1, *out_shape)``;
-            an operator without an SVD when ``need_svd``.
+            an operator without an SVD when ``need_svd``; a per-sample operator (``batch_size`` set).
     """
     if not all(hasattr(observation, k) for k in ("operator", "y", "sigma_y")):
         raise TypeError(f"observation must be an Observation(operator, y, sigma_y), got {type(observation).__name__}")
@@ -257,6 +257,9 @@ def check_observation(observation, shape: tuple[int, ...] | None, sampler: str, 
                         f"{type(op).__name__}")
     sigma_y = float(sigma_y) if isinstance(sigma_y, torch.Tensor) and sigma_y.numel() == 1 else sigma_y
     check_positive("observation.sigma_y", sigma_y, allow_zero=True)
+    if getattr(op, "batch_size", None) is not None:
+        raise ValueError(f"sampler={sampler!r} runs B * K particles through the operator; a per-sample operator "
+                         f"(batch_size={op.batch_size}) cannot take them: use one operator for every sample")
     if need_svd and getattr(op, "svd", None) is None:
         raise ValueError(f"sampler={sampler!r} works in the operator's singular basis, but observation.operator "
                          f"({type(op).__name__}) has no SVD (svd is None); use an operator with one, or sampler 'tds'")
