@@ -9,7 +9,8 @@ the prior ``N(0, I)`` would bias every method the same way; this isolates the co
 Methods: ``tds`` and ``mcgdiff`` (``scorekit.samplers``) at several particle counts K and step counts, one returned
 sample per run (a particle drawn by its final weight); K = 1 is each method's proposal alone, i.e. an approximate
 method (TDS's twisted proposal is reconstruction guidance, MCGdiff's is a soft replacement). The approximate
-conditions of branch i18a (replacement/DDNM, DPS, ΠGDM, DDRM) are run when ``scorekit.conditioning`` has them.
+conditions of ``scorekit.conditioning`` (replacement/DDNM, DPS, ΠGDM, DDRM) run 100 DDIM (eta = 1) or DDRM steps
+from the same exact ``p_T`` draws.
 
 Columns: ``NFE/sample`` = network evaluations per returned sample (particles x score calls per particle, i.e.
 K x (steps + 1): the final Tweedie denoising is one more call; the bar's budget counts K x steps, as the issue does);
@@ -28,12 +29,13 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from dataclasses import dataclass
 
 import torch
 
 import scorekit
 from scorekit.analytic_posterior import grid_mixture_problem
+from scorekit.conditioning import DDRM, DPS, PiGDM, Replacement
+from scorekit.conditioning.linear import SVD, LinearOperator, Observation
 from scorekit.metrics import sliced_wasserstein
 from scorekit.samplers.mcgdiff import mcgdiff_sample
 from scorekit.samplers.tds import tds_sample
@@ -72,15 +74,16 @@ class _HouseholderSVD:
         return c[:, : self.m] @ self.u.T.to(c.dtype)
 
 
-class LowRankMatrix:
-    """A dense ``(d_y, d_x)`` matrix as a linear operator with an SVD applied in ``O(d_y d_x)`` (the interface of
-    ``scorekit.conditioning.operators``; a benchmark-local class: the shipped dense operator holds a full ``V``)."""
+class LowRankMatrix(LinearOperator):
+    """A dense ``(d_y, d_x)`` matrix as a linear operator whose SVD applies in ``O(d_y d_x)`` (``Matrix`` holds a
+    full ``(d_x, d_x)`` ``V``, 30x the work of the score at d_x = 800); benchmark-local."""
 
     def __init__(self, a: torch.Tensor):
+        super().__init__((a.shape[1],), (a.shape[0],))
         self.a = a
-        self.in_shape, self.out_shape = (a.shape[1],), (a.shape[0],)
         u, s, vh = torch.linalg.svd(a, full_matrices=False)
-        self.svd = _HouseholderSVD(u, s, vh.T)
+        h = _HouseholderSVD(u, s, vh.T)
+        self._svd = SVD(h.s, h.V_adjoint, h.V, h.U_adjoint, h.U)
 
     def forward(self, x):
         return x @ self.a.T.to(x.dtype)
@@ -88,21 +91,13 @@ class LowRankMatrix:
     def adjoint(self, y):
         return y @ self.a.to(y.dtype)
 
-
-@dataclass
-class Observation:
-    operator: object
-    y: torch.Tensor
-    sigma_y: float
+    @property
+    def svd(self) -> SVD:
+        return self._svd
 
 
 def observation_of(problem) -> Observation:
-    try:  # the shipped classes when branch i18a is merged
-        from scorekit.conditioning.operators import Observation as Shipped
-
-        return Shipped(LowRankMatrix(problem.matrix), problem.y, problem.sigma_y)
-    except (ImportError, TypeError):
-        return Observation(LowRankMatrix(problem.matrix), problem.y, problem.sigma_y)
+    return Observation(LowRankMatrix(problem.matrix), problem.y, problem.sigma_y)
 
 
 # --- methods ---------------------------------------------------------------------------------------------------------
@@ -137,14 +132,28 @@ def run_smc(method, problem, sde, n, k, steps, seed, chunk):
     return torch.cat(out), nfe
 
 
-def approximate_methods() -> list:
-    """The approximate conditions of branch i18a, when present (replacement/DDNM, DPS, ΠGDM, DDRM)."""
-    try:
-        import scorekit.conditioning.operators  # noqa: F401
-    except ImportError:
-        print("note: replacement/DDNM, DPS, ΠGDM and DDRM (branch i18a) are not on this branch; only the particle "
-              "samplers and their proposals (K = 1) are measured", file=sys.stderr)
-    return []
+APPROXIMATE = {"replacement": Replacement, "dps": DPS, "pigdm": PiGDM, "ddrm": DDRM}
+
+
+def run_approximate(method, problem, sde, n, steps, seed):
+    """The approximate methods of ``scorekit.conditioning`` (one sample per chain, DDIM eta = 1 steps; DDRM its own
+    loop), from exact ``p_T`` draws; returns ``(x, nfe_per_sample)``."""
+    gen = torch.Generator().manual_seed(seed)
+    x_T = problem.marginal_sample(n, sde, sde.T, gen)
+    condition, score = APPROXIMATE[method](observation_of(problem)), problem.score(sde)
+    if method != "ddrm":
+        x, info = scorekit.sample(score, sde, (n, x_T.shape[1]), "ddim", eta=1.0, steps=steps, x_T=x_T, dtype=F64,
+                                  condition=condition, generator=gen)
+        return x, info["nfe"]
+    from scorekit.numerics import CountedScore
+    from scorekit.samplers.ddrm import ddrm
+
+    condition.bind(sde, x_T, gen)
+    counted = CountedScore(score, model_dtype=F64)
+    with torch.no_grad():
+        x = ddrm(x_T, score_fn=condition.wrap_score(counted), sde=sde, eps=sde.sampling_eps, generator=gen,
+                 condition=condition, progress=False, callback=None, steps=steps, denoise=True)
+    return condition.finalize(x), counted.nfe
 
 
 # --- the table -------------------------------------------------------------------------------------------------------
@@ -167,9 +176,14 @@ def cell(d_x: int, d_y: int, args) -> list[dict]:
     base = {"d_x": d_x, "d_y": d_y, "n": n, "floor": float(floor.mean()), "floor_sd": float(floor.std()),
             "tv_floor": sum(tvs) / len(tvs), "modes": int((post.weights > 0.01).sum())}
     rows = []
-    for method, k, steps in smc_configs(d_x, args.quick):
+    configs = smc_configs(d_x, args.quick) if "smc" in args.methods else []
+    configs = [(m, 1, 100) for m in APPROXIMATE if "approx" in args.methods] + configs
+    for method, k, steps in configs:
         start = time.perf_counter()
-        x, nfe = run_smc(method, problem, sde, n, k, steps, args.seed + 3, max(1, args.particles_per_chunk // k))
+        if method in APPROXIMATE:
+            x, nfe = run_approximate(method, problem, sde, n, steps, args.seed + 3)
+        else:
+            x, nfe = run_smc(method, problem, sde, n, k, steps, args.seed + 3, max(1, args.particles_per_chunk // k))
         sw = sliced_wasserstein(x, exact, generator=torch.Generator().manual_seed(args.seed + 2))
         row = dict(base, method=method, K=k, steps=steps, nfe=nfe, sw=sw, tv=mode_tv(x, post),
                    ok=sw <= base["floor"] + 2 * base["floor_sd"], seconds=time.perf_counter() - start)
@@ -206,11 +220,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n", type=int, default=None, help="returned samples per row (default 1000/300/100)")
     parser.add_argument("--floor-repeats", type=int, default=10, help="exact-vs-exact pairs of the floor")
     parser.add_argument("--particles-per-chunk", type=int, default=16384, help="particles held at once (memory)")
+    parser.add_argument("--methods", nargs="+", default=["approx", "smc"], choices=["approx", "smc"],
+                        help="approx: replacement, DPS, PiGDM, DDRM (100 steps); smc: TDS and MCGdiff rows")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     dims = args.dims or ([8, 80] if args.quick else [8, 80, 800])
-    approximate_methods()
     start = time.perf_counter()
     rows = [row for d_x in dims for d_y in args.dys for row in cell(d_x, d_y, args)]
     print_table(rows)
