@@ -6,11 +6,12 @@ random ``A`` (d_y = 1, 2, 4; singular values uniform on (0, 1)) with noise ``sig
 cell. VP SDE; every method starts from exact draws of ``p_T`` (the mixture's means are far from 0 at d_x = 800, so
 the prior ``N(0, I)`` would bias every method the same way; this isolates the conditioning).
 
-Methods: ``tds`` and ``mcgdiff`` (``scorekit.samplers``) at several particle counts K and step counts, one returned
-sample per run (a particle drawn by its final weight); K = 1 is each method's proposal alone, i.e. an approximate
-method (TDS's twisted proposal is reconstruction guidance, MCGdiff's is a soft replacement). The approximate
-conditions of ``scorekit.conditioning`` (replacement/DDNM, DPS, ΠGDM, DDRM) run 100 DDIM (eta = 1) or DDRM steps
-from the same exact ``p_T`` draws.
+Methods: the particle samplers ``tds`` and ``mcgdiff`` (``scorekit.sample(..., sampler="tds",
+condition=TDS(observation), num_particles=K)``, likewise ``MCGdiff``) at several particle counts K and step counts,
+one returned sample per run (a particle drawn by its final weight); K = 1 is each method's proposal alone, i.e. an
+approximate method (TDS's twisted proposal is reconstruction guidance, MCGdiff's is a soft replacement). The
+approximate conditions of ``scorekit.conditioning`` (replacement/DDNM, DPS, ΠGDM) run 100 DDIM (eta = 1) steps and
+DDRM its own 100 steps (``sampler="ddrm", condition=DDRM(observation)``) from the same exact ``p_T`` draws.
 
 Columns: ``NFE/sample`` = network evaluations per returned sample (particles x score calls per particle, i.e.
 K x (steps + 1): the final Tweedie denoising is one more call; the bar's budget counts K x steps, as the issue does);
@@ -35,11 +36,9 @@ import torch
 
 import scorekit
 from scorekit.analytic_posterior import grid_mixture_problem
-from scorekit.conditioning import DDRM, DPS, PiGDM, Replacement
+from scorekit.conditioning import DDRM, DPS, TDS, MCGdiff, PiGDM, Replacement
 from scorekit.conditioning.linear import SVD, LinearOperator, Observation
 from scorekit.metrics import sliced_wasserstein
-from scorekit.samplers.mcgdiff import mcgdiff_sample
-from scorekit.samplers.tds import tds_sample
 
 F64 = torch.float64
 BUDGET = {8: 128 * 100, 80: 2 * 128 * 100, 800: 2 * 128 * 100}
@@ -117,19 +116,21 @@ def smc_configs(d_x: int, quick: bool) -> list[tuple[str, int, int]]:
     return QUICK if quick else CONFIGS[d_x]
 
 
+PARTICLE_PROBLEMS = {"tds": TDS, "mcgdiff": MCGdiff}
+
+
 def run_smc(method, problem, sde, n, k, steps, seed, chunk):
     """``n`` returned samples, ``chunk`` runs at a time (memory); returns ``(x, nfe_per_sample)``."""
-    fn = tds_sample if method == "tds" else mcgdiff_sample
-    obs, score, out, nfe = observation_of(problem), problem.score(sde), [], 0
+    condition, score, out, nfe = PARTICLE_PROBLEMS[method](observation_of(problem)), problem.score(sde), [], 0
     gen = torch.Generator().manual_seed(seed)
     d = problem.means.shape[1]
     for start in range(0, n, chunk):
         b = min(chunk, n - start)
-        x_T = problem.marginal_sample(b * k, sde, sde.T, gen).reshape(b, k, d)
-        x, info = fn(score, sde, (b, d), observation=obs, num_particles=k, steps=steps, dtype=F64,
-                     x_T_particles=x_T, generator=gen)
+        x_T = problem.marginal_sample(b * k, sde, sde.T, gen).reshape(b, k, d)  # one exact p_T draw per particle
+        x, info = scorekit.sample(score, sde, (b, d), method, condition=condition, num_particles=k, steps=steps,
+                                  dtype=F64, x_T=x_T, generator=gen)
         out.append(x)
-        nfe = info["nfe_per_sample"]
+        nfe = info["particles"]["nfe_per_sample"]
     return torch.cat(out), nfe
 
 
@@ -138,23 +139,14 @@ APPROXIMATE = {"replacement": Replacement, "dps": DPS, "pigdm": PiGDM, "ddrm": D
 
 def run_approximate(method, problem, sde, n, steps, seed):
     """The approximate methods of ``scorekit.conditioning`` (one sample per chain, DDIM eta = 1 steps; DDRM its own
-    loop), from exact ``p_T`` draws; returns ``(x, nfe_per_sample)``."""
+    sampler), from exact ``p_T`` draws; returns ``(x, nfe_per_sample)``."""
     gen = torch.Generator().manual_seed(seed)
     x_T = problem.marginal_sample(n, sde, sde.T, gen)
     condition, score = APPROXIMATE[method](observation_of(problem)), problem.score(sde)
-    if method != "ddrm":
-        x, info = scorekit.sample(score, sde, (n, x_T.shape[1]), "ddim", eta=1.0, steps=steps, x_T=x_T, dtype=F64,
-                                  condition=condition, generator=gen)
-        return x, info["nfe"]
-    from scorekit.numerics import CountedScore
-    from scorekit.samplers.ddrm import ddrm
-
-    condition.bind(sde, x_T, gen)
-    counted = CountedScore(score, model_dtype=F64)
-    with torch.no_grad():
-        x = ddrm(x_T, score_fn=condition.wrap_score(counted), sde=sde, eps=sde.sampling_eps, generator=gen,
-                 condition=condition, progress=False, callback=None, steps=steps, denoise=True)
-    return condition.finalize(x), counted.nfe
+    sampler = {"sampler": "ddrm"} if method == "ddrm" else {"sampler": "ddim", "eta": 1.0}
+    x, info = scorekit.sample(score, sde, (n, x_T.shape[1]), steps=steps, x_T=x_T, dtype=F64, condition=condition,
+                              generator=gen, **sampler)
+    return x, info["nfe"]
 
 
 # --- the table -------------------------------------------------------------------------------------------------------

@@ -36,7 +36,7 @@ OUTPUT_TYPES = ("pil", "np", "pt")
 # (tests/test_registry.py checks this against the registry); a plug-in sampler's go in `sampler_options`.
 SAMPLER_SETTINGS = ("denoise", "timesteps", "predictor", "corrector", "snr", "n_corrector_steps", "probability_flow",
                     "snr_norm", "step_size", "method", "rtol", "atol", "eta", "order", "time_grid", "rho", "s_churn",
-                    "s_noise", "s_tmin", "s_tmax")
+                    "s_noise", "s_tmin", "s_tmax", "num_particles", "ess_threshold", "return_particles")
 # settings of the scheduler that describe the checkpoint, kept when `sampler=` picks another sampler that has them
 MODEL_SETTINGS = ("snr",)
 
@@ -332,6 +332,9 @@ class ScoreSDEPipeline(LikelihoodMixin, DiffusionPipeline):
         s_noise: float | None = None,
         s_tmin: float | None = None,
         s_tmax: float | None = None,
+        num_particles: int | None = None,
+        ess_threshold: float | None = None,
+        return_particles: bool | None = None,
         sampler_options: Mapping[str, Any] | None = None,
         **other_arguments: Any,
     ) -> ScoreSDEPipelineOutput | tuple:
@@ -350,17 +353,23 @@ class ScoreSDEPipeline(LikelihoodMixin, DiffusionPipeline):
                 (``scorekit.samplers.options``); ``None`` follows the scheduler.
             latents: start from this ``x_T`` instead of a prior draw.
             condition: a ``scorekit`` condition (inpainting, colorization, guidance, an inverse problem's method)
-                applied by the sampler; ``DDRM(observation)`` runs with ``sampler="ddrm"`` only.
+                applied by the sampler; ``DDRM(observation)``, ``TDS(observation)`` and ``MCGdiff(observation)`` run
+                with their own sampler only (``sampler="ddrm"``, ``"tds"``, ``"mcgdiff"``).
             callback_on_step_end: ``fn(pipe, step_index, t, callback_kwargs) -> dict`` after each step; may return
                 a new ``"latents"``.
             callback_on_step_end_tensor_inputs: tensors passed in ``callback_kwargs`` (only ``"latents"``).
             score_fn: the score to sample, ``score_fn(x, t)`` (e.g. a classifier-free guided one); ``None`` is the
                 network's :meth:`score_fn`.
             denoise, timesteps, predictor, corrector, snr, n_corrector_steps, probability_flow, snr_norm, step_size,
-                method, rtol, atol, eta, order, time_grid, rho, s_churn, s_noise, s_tmin, s_tmax: sampler settings
-                (``None``: the scheduler's, or the chosen sampler's default), each documented on its sampler's
-                options class in ``scorekit.samplers.options``. A setting the sampler does not have is a ValueError
-                naming the sampler and its settings.
+                method, rtol, atol, eta, order, time_grid, rho, s_churn, s_noise, s_tmin, s_tmax, num_particles,
+                ess_threshold: sampler settings (``None``: the scheduler's, or the chosen sampler's default), each
+                documented on its sampler's options class in ``scorekit.samplers.options``. A setting the sampler
+                does not have is a ValueError naming the sampler and its settings. ``num_particles`` and
+                ``ess_threshold`` are the particle samplers' (``sampler="tds"`` with ``condition=TDS(observation)``,
+                ``sampler="mcgdiff"`` with ``condition=MCGdiff(observation)``): an image then costs ``K`` times the
+                NFE the output reports (``nfe``: score calls, each on all ``K`` particles of every image).
+            return_particles: a particle sampler's setting that pipelines refuse (they return one image per sample);
+                ``scorekit.sample(..., return_particles=True)`` returns the ``K`` weighted particles.
             sampler_options: further settings as a mapping (a plug-in sampler's own), merged with the above.
             **other_arguments: refused: an argument of another pipeline (``guidance_scale``, ``class_labels``,
                 ``image``, ``mask_image``) is a ValueError naming the pipeline that takes it; anything else a
@@ -371,6 +380,9 @@ class ScoreSDEPipeline(LikelihoodMixin, DiffusionPipeline):
         sampler_overrides = {**{k: v for k, v in given.items() if v is not None}, **dict(sampler_options or {})}
         self.check_inputs(batch_size, num_inference_steps, output_type, sampler, generator, latents)
         check_pipeline_arguments(type(self).__name__, other_arguments, sampler_overrides)
+        if sampler_overrides.get("return_particles"):
+            raise ValueError("return_particles=True is for scorekit.sample, which returns the K weighted particles "
+                             "(B, K, ...) with their log-weights; a pipeline returns one image per sample")
         if self.scheduler.config.get("discretization", "continuous") == "discrete":
             unsupported = {"sampler": sampler, "condition": condition, "callback_on_step_end": callback_on_step_end,
                            "score_fn": score_fn, **sampler_overrides}

@@ -15,8 +15,8 @@ __version__ = "0.1.0"
 # public name -> the module that defines it
 _LAZY = {
     **dict.fromkeys(["ClassifierGuidance", "Colorize", "Compose", "Condition", "Inpaint", "classifier_guidance",
-                     "Observation", "Replacement", "DPS", "PiGDM", "DDRM", "LinearOperator", "Mask", "Gray",
-                     "Downsample", "Blur", "Matrix"], "scorekit.conditioning"),
+                     "Observation", "Replacement", "DPS", "PiGDM", "DDRM", "TDS", "MCGdiff", "LinearOperator", "Mask",
+                     "Gray", "Downsample", "Blur", "Matrix"], "scorekit.conditioning"),
     **dict.fromkeys(["decode", "encode", "interpolate", "slerp"], "scorekit.latents"),
     **dict.fromkeys(["bits_per_dim", "log_likelihood"], "scorekit.likelihood"),
     **dict.fromkeys(["sample", "SAMPLERS"], "scorekit.sampling"),

@@ -1,5 +1,8 @@
 """The particle samplers (scorekit.samplers.smc, .tds, .mcgdiff): machinery, settings, proposals, exactness.
 
+Both run through the front door: ``scorekit.sample(score_fn, sde, shape, "tds", condition=TDS(observation),
+num_particles=K)`` (``"mcgdiff"`` with ``MCGdiff(observation)``); their SMC facts are in ``info["particles"]``.
+
 Exactness oracles: the Gaussian-mixture posterior of ``scorekit.analytic_posterior`` (mixture weights, means and
 covariances in closed form, exact draws). Tolerances come from the sample size ``n``:
 
@@ -12,7 +15,6 @@ covariances in closed form, exact draws). Tolerances come from the sample size `
 from __future__ import annotations
 
 import math
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -22,12 +24,12 @@ from scipy.stats import chi2
 import scorekit
 from scorekit.analytic import GaussianScore, gaussian_conditional, image_gaussian
 from scorekit.analytic_posterior import grid_mixture_problem
+from scorekit.conditioning import TDS, MCGdiff
 from scorekit.conditioning.linear import Observation
 from scorekit.conditioning.operators import Matrix
 from scorekit.metrics import sliced_wasserstein
-from scorekit.samplers.mcgdiff import mcgdiff, mcgdiff_sample, time_of_ratio
+from scorekit.samplers.grids import t_of_sigma
 from scorekit.samplers.smc import ParticleSystem, ess, gather_groups, systematic_indices
-from scorekit.samplers.tds import tds, tds_sample
 
 F64 = torch.float64
 ALPHA = 1e-3
@@ -73,7 +75,7 @@ def test_time_of_ratio_inverts_std_over_alpha():
     for sde in (scorekit.VPSDE(), scorekit.SubVPSDE(), scorekit.VESDE()):
         t = torch.tensor([0.01, 0.3, 0.9], dtype=F64)
         alpha, std = sde.marginal_coef(t)
-        torch.testing.assert_close(time_of_ratio(sde, std / alpha, 1e-5, 1.0), t, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(t_of_sigma(sde, std / alpha, 1e-5), t, rtol=1e-10, atol=1e-12)
 
 
 # --- a small problem for the behaviour tests -------------------------------------------------------------------------
@@ -88,7 +90,20 @@ def _problem(sigma_y=0.3, event=(4,), svd=True):
     return mix, Observation(op, torch.tensor([[1.0]], dtype=F64), sigma_y)
 
 
-SAMPLERS = {"tds": tds_sample, "mcgdiff": mcgdiff_sample}
+CONDITIONS = {"tds": TDS, "mcgdiff": MCGdiff}
+
+
+def _sampler(name):
+    """``run(score_fn, sde, shape, observation=..., **settings)``: ``name`` through ``scorekit.sample`` with its
+    condition over ``observation``."""
+    def run(score_fn, sde, shape, *, observation, **kwargs):
+        return scorekit.sample(score_fn, sde, shape, name, condition=CONDITIONS[name](observation), **kwargs)
+
+    return run
+
+
+SAMPLERS = {name: _sampler(name) for name in CONDITIONS}
+tds_sample, mcgdiff_sample = SAMPLERS["tds"], SAMPLERS["mcgdiff"]
 
 
 def _never_called(x, t):
@@ -99,27 +114,27 @@ def _never_called(x, t):
 @pytest.mark.parametrize("change, match", [
     (dict(num_particles=0), "num_particles"), (dict(ess_threshold=0.0), "ess_threshold"),
     (dict(ess_threshold=1.5), "ess_threshold"), (dict(shape=(3, 5)), "in_shape"),
-    (dict(y=torch.zeros(2, 1, dtype=F64)), "observation.y"), (dict(y=torch.zeros(1, 2, dtype=F64)), "observation.y"),
-    (dict(sigma_y=-0.1), "sigma_y"), (dict(x_T_particles=torch.zeros(3, 2, 4)), "x_T_particles"),
+    (dict(y=torch.zeros(2, 1, dtype=F64)), "y has batch"), (dict(y=torch.zeros(1, 2, dtype=F64)), "y has shape"),
+    (dict(sigma_y=-0.1), "sigma_y"), (dict(x_T=torch.zeros(3, 2, 4)), "x_T"),
     (dict(steps=0), "steps"), (dict(return_particles="yes"), "return_particles")])
 def test_bad_settings_are_refused_before_any_work(name, change, match):
     mix, obs = _problem()
     change = dict(change)  # (the parametrized dict is shared by both samplers)
-    # a duck-typed observation: the samplers check y and sigma_y themselves (the shipped Observation also does)
-    obs = SimpleNamespace(operator=obs.operator, y=change.pop("y", obs.y), sigma_y=change.pop("sigma_y", obs.sigma_y))
-    kwargs = {"observation": obs, "num_particles": 4, **change}
-    with pytest.raises(ValueError, match=match):
-        SAMPLERS[name](_never_called, mix.sde, kwargs.pop("shape", (3, 4)), **kwargs)
+    y, sigma_y = change.pop("y", obs.y), change.pop("sigma_y", obs.sigma_y)
+    kwargs = {"num_particles": 4, **change}
+    with pytest.raises(ValueError, match=match):  # the Observation checks y and sigma_y, the front door the rest
+        observation = Observation(obs.operator, y, sigma_y)
+        SAMPLERS[name](_never_called, mix.sde, kwargs.pop("shape", (3, 4)), observation=observation, **kwargs)
 
 
 def test_mcgdiff_needs_an_svd_and_tds_one_likelihood():
     mix, obs = _problem(svd=False)
-    with pytest.raises(ValueError, match="has no SVD"):
+    with pytest.raises(ValueError, match="MCGdiff needs an operator with an SVD"):
         mcgdiff_sample(_never_called, mix.sde, (3, 4), observation=obs)
     with pytest.raises(ValueError, match="exactly one"):
-        tds_sample(_never_called, mix.sde, (3, 4))
+        scorekit.sample(_never_called, mix.sde, (3, 4), "tds", condition=TDS())
     with pytest.raises(ValueError, match="exactly one"):
-        tds_sample(_never_called, mix.sde, (3, 4), observation=obs, log_likelihood=lambda x0: x0.sum(-1))
+        TDS(obs, log_likelihood=lambda x0: x0.sum(-1))
     with pytest.raises(TypeError, match="observation"):
         mcgdiff_sample(_never_called, mix.sde, (3, 4), observation=(obs.operator, obs.y))
     per_sample = scorekit.conditioning.operators.Mask(torch.tensor([[1, 0, 0, 0], [0, 1, 0, 0], [1, 1, 0, 0]]),
@@ -128,14 +143,13 @@ def test_mcgdiff_needs_an_svd_and_tds_one_likelihood():
         tds_sample(_never_called, mix.sde, (3, 4), observation=Observation(per_sample, torch.zeros(1, 4)))
 
 
-@pytest.mark.parametrize("loop", [tds, mcgdiff])
-def test_a_projection_condition_is_refused(loop):
+@pytest.mark.parametrize("name", SAMPLERS)
+def test_a_projection_condition_is_refused(name):
     mix, obs = _problem()
-    x = torch.zeros(2, 4, dtype=F64)
     inpaint = scorekit.Inpaint(torch.zeros(1, 4), torch.tensor([1, 0, 0, 0]))
     with pytest.raises(ValueError, match="projection hooks"):
-        loop(x, score_fn=_never_called, sde=mix.sde, eps=1e-3, generator=None, condition=inpaint, progress=False,
-             callback=None, steps=5, denoise=True, num_particles=2, ess_threshold=0.5, observation=obs)
+        scorekit.sample(_never_called, mix.sde, (2, 4), name, steps=5, num_particles=2, dtype=F64,
+                        condition=scorekit.Compose([inpaint, CONDITIONS[name](obs)]))
 
 
 # --- the proposals: K = 1 --------------------------------------------------------------------------------------------
@@ -160,7 +174,7 @@ def test_tds_with_one_particle_is_ancestral_sampling_with_the_twisted_score():
     out, info = tds_sample(mix, sde, (5, 4), observation=obs, num_particles=1, steps=20, denoise=False, x_T=x_T,
                            dtype=F64, generator=torch.Generator().manual_seed(1))
     torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
-    assert info["num_resampling"].sum() == 0 and (info["ess"] == 1).all()
+    assert info["particles"]["num_resampling"].sum() == 0 and (info["particles"]["ess"] == 1).all()
 
 
 def test_mcgdiff_with_one_particle_and_nothing_to_pin_is_ancestral_sampling():
@@ -175,7 +189,7 @@ def test_mcgdiff_with_one_particle_and_nothing_to_pin_is_ancestral_sampling():
     out, info = mcgdiff_sample(mix, mix.sde, (5, 4), observation=obs, num_particles=1, steps=20, x_T=x_T,
                                dtype=F64, generator=torch.Generator().manual_seed(1))
     torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
-    assert info["nfe"] == 21 and info["nfe_per_sample"] == 21
+    assert info["nfe"] == 21 and info["particles"]["nfe_per_sample"] == 21
 
 
 @pytest.mark.parametrize("sde", [scorekit.VPSDE(), scorekit.SubVPSDE(), scorekit.VESDE()], ids=["vp", "subvp", "ve"])
@@ -208,11 +222,12 @@ def test_info_and_all_weighted_particles(name):
     x, info = SAMPLERS[name](mix, mix.sde, (3, 4), observation=obs, num_particles=5, steps=12, dtype=F64,
                              return_particles=True, generator=torch.Generator().manual_seed(0),
                              callback=lambda i, t, x_: seen.append(tuple(x_.shape)))
-    assert x.shape == (3, 5, 4) and info["log_weights"].shape == (3, 5)
-    torch.testing.assert_close(info["log_weights"].logsumexp(-1), torch.zeros(3, dtype=F64))
-    assert info["nfe"] == 13 and info["nfe_per_particle"] == 13 and info["nfe_per_sample"] == 65
-    assert info["ess"].shape == (13, 3) and ((info["ess"] >= 1 - 1e-9) & (info["ess"] <= 5 + 1e-9)).all()
-    assert info["resampled"].shape == (12, 3) and (info["num_resampling"] == info["resampled"].sum(0)).all()
+    smc = info["particles"]
+    assert x.shape == (3, 5, 4) and smc["log_weights"].shape == (3, 5)
+    torch.testing.assert_close(smc["log_weights"].logsumexp(-1), torch.zeros(3, dtype=F64))
+    assert info["nfe"] == 13 and smc["nfe_per_particle"] == 13 and smc["nfe_per_sample"] == 65
+    assert smc["ess"].shape == (13, 3) and ((smc["ess"] >= 1 - 1e-9) & (smc["ess"] <= 5 + 1e-9)).all()
+    assert smc["resampled"].shape == (12, 3) and (smc["num_resampling"] == smc["resampled"].sum(0)).all()
     assert seen == [(15, 4)] * 12
 
 
@@ -224,9 +239,9 @@ def test_tds_takes_gradients_of_any_likelihood_under_no_grad():
 
     x = mix.sde.prior_sampling((200, 4), generator=torch.Generator().manual_seed(0), dtype=F64)
     with torch.no_grad():
-        out = tds(x, score_fn=mix, sde=mix.sde, eps=1e-3, generator=torch.Generator().manual_seed(1),
-                  condition=scorekit.Condition(), progress=False, callback=None, steps=40, denoise=True,
-                  num_particles=1, ess_threshold=0.5, log_likelihood=log_likelihood)
+        out, _ = scorekit.sample(mix, mix.sde, (200, 4), "tds", condition=TDS(log_likelihood=log_likelihood), x_T=x,
+                                 eps=1e-3, generator=torch.Generator().manual_seed(1), steps=40, denoise=True,
+                                 num_particles=1, ess_threshold=0.5, dtype=F64)
     assert (out[:, 0] - 1.5).abs().mean() < 0.5  # the twisted proposal alone follows the likelihood's gradient
 
 
@@ -254,7 +269,7 @@ def test_error_to_the_mixture_posterior_falls_with_particles(name):
     for k in (4, 16, 64):
         x_T = p.marginal_sample(n * k, sde, sde.T, torch.Generator().manual_seed(3)).reshape(n, k, 4)
         x, _ = SAMPLERS[name](p.score(sde), sde, (n, 4), observation=obs, num_particles=k, steps=100, dtype=F64,
-                              x_T_particles=x_T, generator=torch.Generator().manual_seed(4))
+                              x_T=x_T, generator=torch.Generator().manual_seed(4))
         z_mean = ((x.mean(0) - post.mean()) / (post.cov().diagonal() / n).sqrt()).abs().max()
         stats[k] = (*_mode_chi2(x, post, n), float(z_mean), sliced_wasserstein(x, exact, generator=torch.Generator()
                                                                                   .manual_seed(2)))
@@ -305,3 +320,85 @@ def test_gaussian_inpainting_and_colorization_are_exact_without_a_corrector(name
     q_mean, q_cov = chi2.ppf(1 - ALPHA, d), chi2.ppf(1 - ALPHA, d * (d + 1) // 2)
     assert stats[32][0] < q_mean and stats[32][1] < q_cov, f"{name} {kind}: {stats} vs quantiles {q_mean, q_cov}"
     assert stats[1][0] > stats[32][0], f"{name} {kind}: the weights did not reduce the proposal's bias, {stats}"
+
+
+# --- one public form: the problem is a condition, paired with its sampler --------------------------------------------
+@pytest.mark.parametrize("name", SAMPLERS)
+def test_sampler_and_its_condition_come_together(name):
+    """Like ``ddrm`` and ``DDRM``: the sampler without its condition, and the condition with another sampler (alone or
+    in a Compose), are refused before any work, naming both."""
+    mix, obs = _problem()
+    kind = CONDITIONS[name].__name__
+    with pytest.raises(ValueError, match=rf"sampler={name!r} needs condition={kind}\(\.\.\.\)"):
+        scorekit.sample(_never_called, mix.sde, (3, 4), name, steps=2, num_particles=2)
+    with pytest.raises(ValueError, match=rf"sampler={name!r} needs condition={kind}"):
+        scorekit.sample(_never_called, mix.sde, (3, 4), name, steps=2, condition=scorekit.DPS(obs))
+    for condition in (CONDITIONS[name](obs), scorekit.Compose([scorekit.DPS(obs), CONDITIONS[name](obs)])):
+        with pytest.raises(ValueError, match=rf"pass sampler={name!r}, not sampler='ddim'"):
+            scorekit.sample(_never_called, mix.sde, (3, 4), "ddim", steps=2, condition=condition)
+    with pytest.raises(ValueError, match="runs as a sampler of its own"):
+        CONDITIONS[name](obs).project(torch.zeros(3, 4), torch.ones(3), None)
+
+
+def test_a_projection_beside_ddrm_is_refused_too():
+    """The sampler-of-its-own rule is one check for the three (InverseProblem.check_run): DDRM never called the
+    projection hooks of a composed condition either, and now says so instead of ignoring them."""
+    mix, obs = _problem()
+    inpaint = scorekit.Inpaint(torch.zeros(1, 4), torch.tensor([1, 0, 0, 0]))
+    with pytest.raises(ValueError, match=r"DDRM runs as a sampler of its own.*\(Inpaint\.project\)"):
+        scorekit.sample(_never_called, mix.sde, (2, 4), "ddrm", steps=2, dtype=F64,
+                        condition=scorekit.Compose([inpaint, scorekit.DDRM(obs)]))
+
+
+@pytest.mark.parametrize("name", SAMPLERS)
+def test_x_T_per_sample_or_per_particle(name):
+    """``x_T`` ``(B, ...)`` starts every particle of a sample there; ``(B, K, ...)`` gives each its own start (here
+    all equal to the sample's, so both runs are the same computation)."""
+    mix, obs = _problem()
+    x_T = torch.randn(2, 4, generator=torch.Generator().manual_seed(0), dtype=F64)
+    run = SAMPLERS[name]
+    a, info = run(mix, mix.sde, (2, 4), observation=obs, num_particles=3, steps=6, x_T=x_T, dtype=F64,
+                  generator=torch.Generator().manual_seed(1))
+    b, _ = run(mix, mix.sde, (2, 4), observation=obs, num_particles=3, steps=6, x_T=x_T[:, None].expand(2, 3, 4),
+               dtype=F64, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(a, b) and info["options"] == {"num_particles": 3, "ess_threshold": 0.5,
+                                                     "return_particles": False}
+    with pytest.raises(ValueError, match=r"x_T has shape \(2, 4, 4\).*\(2, 3, 4\) \(one per particle\)"):
+        run(_never_called, mix.sde, (2, 4), observation=obs, num_particles=3, x_T=torch.zeros(2, 4, 4))
+
+
+def test_the_options_object_is_the_typed_form():
+    from scorekit.samplers.options import MCGdiffOptions, TDSOptions
+
+    mix, obs = _problem()
+    kwargs = dict(steps=5, dtype=F64)
+    a, _ = scorekit.sample(mix, mix.sde, (2, 4), TDSOptions(num_particles=3), condition=TDS(obs),
+                           generator=torch.Generator().manual_seed(0), **kwargs)
+    b, _ = scorekit.sample(mix, mix.sde, (2, 4), "tds", num_particles=3, condition=TDS(obs),
+                           generator=torch.Generator().manual_seed(0), **kwargs)
+    assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="num_particles must be an integer >= 1, got 0"):
+        MCGdiffOptions(num_particles=0)
+
+
+@pytest.mark.parametrize("name", SAMPLERS)
+def test_particle_samplers_in_a_pipeline(name):
+    """Pipelines take the problem as ``condition=`` and the settings as keywords; their ``nfe`` is the per-particle
+    count (a sample cost K times it); they return one image per sample and refuse ``return_particles=True``."""
+    from diffusers import DDPMScheduler
+    from hub_layouts import tiny_ddpm_unet
+
+    from scorekit.conditioning import Mask
+    from scorekit.pipelines import ScoreSDEPipeline
+
+    torch.manual_seed(0)
+    pipe = ScoreSDEPipeline(unet=tiny_ddpm_unet().eval(), scheduler=DDPMScheduler())
+    pipe.set_progress_bar_config(disable=True)
+    mask = torch.zeros(3, 8, 8, dtype=torch.bool)
+    mask[:, :, :4] = True
+    obs = Observation(Mask(mask), torch.zeros(1, 3, 8, 8), 0.05)
+    out = pipe(batch_size=2, num_inference_steps=3, sampler=name, condition=CONDITIONS[name](obs), num_particles=2,
+               ess_threshold=1.0, output_type="pt", generator=[torch.Generator().manual_seed(s) for s in (0, 1)])
+    assert out.images.shape == (2, 3, 8, 8) and out.nfe == 4 and torch.isfinite(out.images).all()
+    with pytest.raises(ValueError, match="return_particles=True is for scorekit.sample"):
+        pipe(batch_size=2, num_inference_steps=3, sampler=name, condition=CONDITIONS[name](obs), return_particles=True)

@@ -19,8 +19,9 @@ if TYPE_CHECKING:
 
 # Counts every subcommand may take, by argparse dest, with their smallest accepted value; checked by check_cli_args
 # (one validator, scorekit.utils.check_count) before any work, under the flag the user typed.
-COUNT_ARGS = {"batch_size": 1, "num_samples": 1, "nrow": 1, "steps": 1, "n_corrector_steps": 1, "num_probes": 1}
-POSITIVE_ARGS = ("snr", "rtol", "atol")
+COUNT_ARGS = {"batch_size": 1, "num_samples": 1, "nrow": 1, "steps": 1, "n_corrector_steps": 1, "num_probes": 1,
+              "num_particles": 1}
+POSITIVE_ARGS = ("snr", "rtol", "atol", "ess_threshold")
 NON_NEGATIVE_ARGS = ("eta",)
 IMAGE_ARGS = ("image", "mask", "images")  # input image files, checked readable before the model loads
 

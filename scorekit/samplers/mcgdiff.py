@@ -25,89 +25,53 @@ work. Two ends: ``sigma_i`` below what the chain resolves (``std(eps) / alpha(ep
 ``eps`` and the returned coordinate is ``y^_i`` exactly (``A x = y`` when noiseless); ``sigma_i`` above
 ``std(T) / alpha(T)`` (an observation weaker than the prior's noise) cannot be pinned on ``[eps, T]``: it is not
 guided and weighs the final particles by ``N(y^_i; c0_hat_i, sigma_i^2)`` instead. Every other weight is exact.
+
+The observation is the condition's, :class:`scorekit.conditioning.MCGdiff` (an operator with an SVD): run it as
+``scorekit.sample(score_fn, sde, shape, sampler="mcgdiff", condition=MCGdiff(observation), num_particles=K)`` on
+``sample()``'s uniform time grid. NFE per particle: ``steps`` (+ 1 with ``denoise``: the final Tweedie estimate).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import torch
 
-from ..sde import SDE
-from .smc import (
-    ParticleSystem,
-    ancestral_coef,
-    batch_times,
-    check_no_projection,
-    check_observation,
-    check_smc_settings,
-    check_x_T_particles,
-    coefs,
-    end_step,
-    init_particles,
-    iterate,
-    log_normal,
-    particle_randn,
-    run_particle_sampler,
-    uniform_grid,
-)
+from ..conditioning.base import find_condition
+from ..conditioning.inverse import MCGdiff, spectral
+from ..utils import randn
+from .base import RunContext
+from .grids import Grid, t_of_sigma
+from .options import MCGdiffOptions
+from .smc import ParticleSystem, ancestral_coef, log_normal
 
-DEFAULT_STEPS = 100
 TINY = 1e-30
 
 
-def mcgdiff_settings(*, observation=None, num_particles: int = 16, ess_threshold: float = 0.5,
-                     return_particles: bool = False, x_T_particles=None, shape: tuple[int, ...] | None = None) -> dict:
-    """Validate the options of ``mcgdiff`` before any work; returns the keyword arguments its loop runs with.
-
-    Raises:
-        ValueError: no observation, an operator without SVD, shapes that disagree, ``sigma_y < 0``,
-            ``num_particles < 1``, ``ess_threshold`` outside ``(0, 1]``, ``x_T_particles`` not ``(B, K, *event)``.
-    """
-    out = check_smc_settings(num_particles, ess_threshold, return_particles)
-    if observation is None:
-        raise ValueError("sampler 'mcgdiff' needs observation= (an Observation(operator, y, sigma_y) whose operator "
-                         "has an SVD)")
-    check_observation(observation, shape, "mcgdiff", need_svd=True)
-    check_x_T_particles(x_T_particles, shape, out["num_particles"])
-    return dict(out, observation=observation, x_T_particles=x_T_particles)
-
-
-def time_of_ratio(sde: SDE, ratio: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
-    """Times ``tau`` in ``[lo, hi]`` with ``std(tau) / alpha(tau) = ratio`` (increasing in ``t`` for every SDE), by
-    bisection in float64 (60 halvings: the bracket shrinks below float64 resolution)."""
-    a = torch.full_like(ratio, lo, dtype=torch.float64)
-    b = torch.full_like(ratio, hi, dtype=torch.float64)
-    for _ in range(60):
-        mid = 0.5 * (a + b)
-        alpha, std = sde.marginal_coef(mid)
-        below = std / alpha < ratio
-        a, b = torch.where(below, mid, a), torch.where(below, b, mid)
-    return 0.5 * (a + b)
-
-
-class Spectral:
+class Pins:
     """Per-coordinate quantities of one run over the ``M`` observed spectral coordinates ``idx`` (``s_i > 0``; the
     other ``D - M`` only follow the kernel): the rescaled observation ``y^`` ``(B, 1, M)``, the noise ``sigma_i``,
-    which are pinned / weak / fixed at the end, and the pinning times ``tau_i``."""
+    which are pinned / weak / fixed at the end, and the pinning times ``tau_i``.
 
-    def __init__(self, observation, sde: SDE, times: list[float], alphas: list[float], stds: list[float],
-                 groups: int, dtype, device):
-        svd = observation.operator.svd
-        s = svd.s.to(dtype=torch.float64, device=device).reshape(-1)
+    Args:
+        problem: the :class:`~scorekit.conditioning.MCGdiff` condition. sde, grid: the run's. groups: ``x`` of one
+            row per sample ``(B, ...)``, the dtype and device of the run.
+    """
+
+    def __init__(self, problem: MCGdiff, sde, grid: Grid, groups: torch.Tensor):
+        obs, dtype = problem.observation, groups.dtype
+        spec = spectral(obs, groups)  # ybar = U^T y / s on the support, as the other SVD methods read it
+        s = obs.operator.svd.s.to(dtype=torch.float64, device=groups.device).reshape(-1)
         self.idx = torch.nonzero(s > 0).reshape(-1)
-        s = s[self.idx]
-        y_hat = svd.U_adjoint(observation.y.to(dtype=dtype, device=device)).to(torch.float64)[:, self.idx] / s
-        self.y_hat = y_hat.expand(groups, -1)[:, None, :].to(dtype)  # (B, 1, M)
-        sigma = float(observation.sigma_y) / s
-        floor, ceiling = stds[-1] / alphas[-1], stds[0] / alphas[0]
+        self.y_hat = spec.ybar[:, self.idx][:, None, :]  # (B, 1, M)
+        sigma = obs.sigma_y / s[self.idx]
+        floor, ceiling = float(grid.sigma[-1]), float(grid.sigma[0])
         self.fixed = sigma <= floor  # below the chain's resolution: pinned at eps, returned as y^
         self.weak = sigma >= ceiling  # beyond the prior's noise: final weight only
         self.pinned = ~self.weak
         self.sigma = torch.where(self.pinned, sigma.clamp_min(floor), sigma)
-        tau = time_of_ratio(sde, self.sigma.clamp(floor, ceiling), times[-1], times[0])
-        self.tau = torch.where(self.fixed, times[-1], tau)
+        tau = t_of_sigma(sde, self.sigma.clamp(floor, ceiling), float(grid.t[-1]))
+        self.tau = torch.where(self.fixed, float(grid.t[-1]), tau)
         self.alpha_tau, self.std_tau = (v.to(dtype) for v in sde.marginal_coef(self.tau))
         self.tau, self.sigma = self.tau.to(dtype), self.sigma.to(dtype)
 
@@ -160,76 +124,36 @@ class Spectral:
         return c0.index_copy(-1, self.idx, c0o), log_w
 
 
-def mcgdiff(x, *, score_fn, sde, eps, generator, condition, progress, callback, steps, denoise, num_particles,
-            ess_threshold, observation, return_particles=False, x_T_particles=None, record=None):
-    """MCGdiff loop (module docstring), ``scorekit.sample``'s loop signature; returns ``(B, *event)`` (one particle
-    per sample drawn by its final weight) or ``(B, K, *event)`` with ``return_particles``; ``record`` (a dict)
-    receives the SMC facts of :func:`~.smc.smc_info`. ``callback(i, t, x)`` sees the particles ``(B * K, *event)``
-    after step ``i``. NFE per particle: ``steps`` (+ 1 with ``denoise``: the final Tweedie estimate)."""
-    check_no_projection(condition, "mcgdiff")
-    mcgdiff_settings(observation=observation, num_particles=num_particles, ess_threshold=ess_threshold,
-                     return_particles=return_particles, x_T_particles=x_T_particles, shape=tuple(x.shape))
-    b, k, svd = x.shape[0], num_particles, observation.operator.svd
-    times = uniform_grid(sde, steps, eps)
-    alphas, stds = coefs(sde, times)
-    spec = Spectral(observation, sde, times, alphas, stds, b, x.dtype, x.device)
-    xt = init_particles(x, k, sde, generator, x_T_particles)
-    n, d = xt.shape[0], math.prod(x.shape[1:])
-    tb = batch_times(times, n, xt)
-    system = ParticleSystem(b, k, ess_threshold, generator, xt.dtype, xt.device)
-    c = svd.V_adjoint(xt).reshape(b, k, d)
-    system.reweight(spec.log_potential(c[..., spec.idx], times[0], alphas[0], stds[0]).reshape(-1))  # p_T g_T
-    for i in iterate(steps, progress):
-        xt, c = system.resample(xt, c.reshape(n, d))
-        x0 = (xt + stds[i] ** 2 * score_fn(xt, tb[i])) / alphas[i]  # Tweedie
-        c0 = svd.V_adjoint(x0).reshape(b, k, d)
-        mean, var, log_w = spec.step(c.reshape(b, k, d), c0, times[i], times[i + 1], (alphas[i], stds[i]),
+def mcgdiff_loop(x: torch.Tensor, ctx: RunContext, grid: Grid, opts: MCGdiffOptions) -> torch.Tensor:
+    """MCGdiff (module docstring) over the grid to ``eps``, then, with ``ctx.denoise``, the Tweedie estimate at
+    ``eps`` (one NFE). ``x``: the ``(B * K, ...)`` particles at ``T``; returns ``(B, ...)`` (one particle per sample
+    drawn by its final weight) or ``(B, K, ...)`` with ``return_particles``, and leaves the SMC facts in
+    ``ctx.particle_info``. The callback sees the particles after step ``i``."""
+    problem, k = find_condition(ctx.condition, MCGdiff), opts.num_particles
+    n, d = x.shape[0], math.prod(x.shape[1:])
+    b, svd = n // k, problem.observation.operator.svd
+    times, alphas, stds = grid.t.tolist(), grid.alpha.tolist(), grid.std.tolist()
+    pins = Pins(problem, ctx.sde, grid, x[::k])
+    tb = ctx.batch_times(n)
+    system = ParticleSystem(b, k, opts.ess_threshold, ctx.generator, x.dtype, x.device)
+    c = svd.V_adjoint(x).reshape(b, k, d)
+    system.reweight(pins.log_potential(c[..., pins.idx], times[0], alphas[0], stds[0]).reshape(-1))  # p_T g_T
+    for i in ctx.iterate(grid.steps):
+        x, c = system.resample(x, c.reshape(n, d))
+        c0 = svd.V_adjoint(ctx.x0(x, tb[i], alphas[i], stds[i])).reshape(b, k, d)  # Tweedie
+        mean, var, log_w = pins.step(c.reshape(b, k, d), c0, times[i], times[i + 1], (alphas[i], stds[i]),
                                      (alphas[i + 1], stds[i + 1]))
-        c = spec.draw(mean, var, particle_randn((n, d), b, generator, xt.dtype, xt.device).reshape(b, k, d))
+        c = pins.draw(mean, var, randn((n, d), ctx.generator, x.dtype, x.device).reshape(b, k, d))
         system.reweight(log_w.reshape(-1))
         xs = svd.V(c.reshape(n, d))
-        xt = end_step(callback, i, times[i + 1], xs)
-        if xt is not xs:  # the callback replaced the particles: their spectral coordinates follow
-            c = svd.V_adjoint(xt).reshape(b, k, d)
-    if denoise:  # Tweedie at eps; fixed coordinates set to y^, weak ones weighed by their likelihood
-        x0 = (xt + stds[-1] ** 2 * score_fn(xt, tb[-1])) / alphas[-1]
-        c0, log_w = spec.finish(svd.V_adjoint(x0).reshape(b, k, d))
-        xt = svd.V(c0.reshape(n, d))
+        x = ctx.end_step(i, xs)
+        if x is not xs:  # the callback replaced the particles: their spectral coordinates follow
+            c = svd.V_adjoint(x).reshape(b, k, d)
+    if ctx.denoise:  # Tweedie at eps; fixed coordinates set to y^, weak ones weighed by their likelihood
+        c0, log_w = pins.finish(svd.V_adjoint(ctx.x0(x, tb[-1], alphas[-1], stds[-1])).reshape(b, k, d))
+        x = svd.V(c0.reshape(n, d))
     else:
-        _, log_w = spec.finish(c.reshape(b, k, d) / alphas[-1])
+        _, log_w = pins.finish(c.reshape(b, k, d) / alphas[-1])
     system.reweight(log_w.reshape(-1), fold=True)
-    return system.finish(xt, return_particles, steps + int(denoise), record)
-
-
-def mcgdiff_sample(score_fn: Callable, sde: SDE, shape: tuple[int, ...], *, observation, num_particles: int = 16,
-                   ess_threshold: float = 0.5, steps: int = DEFAULT_STEPS, eps: float | None = None,
-                   denoise: bool = True, return_particles: bool = False, x_T: torch.Tensor | None = None,
-                   x_T_particles: torch.Tensor | None = None, generator=None, dtype: torch.dtype = torch.float32,
-                   device: torch.device | str = "cpu", progress=False, callback=None) -> tuple[torch.Tensor, dict]:
-    """Posterior samples by MCGdiff; the direct entry point (``scorekit.sample``'s conventions).
-
-    Args:
-        score_fn: ``score_fn(x, t) -> score`` (no gradient is taken).
-        sde: the forward SDE (VP, sub-VP or VE).
-        shape: ``(B, *event)``: ``B`` returned samples, each from its own ``num_particles`` particles.
-        observation: an ``Observation(operator, y, sigma_y)`` whose operator has an SVD; ``y`` ``(B or 1, *out)``.
-        num_particles: ``K >= 1``; ``K = 1`` is the proposal alone (no weights).
-        ess_threshold: resample a group when its ESS < ``ess_threshold * K``; in ``(0, 1]`` (1: every step).
-        steps: steps of the uniform grid from ``T`` to ``eps``; NFE per particle ``steps + 1`` with ``denoise``.
-        eps: final time (default ``sde.sampling_eps``).
-        denoise: finish with the Tweedie estimate at ``eps`` (one more NFE).
-        return_particles: return all particles ``(B, K, *event)`` with ``info["log_weights"]`` ``(B, K)``.
-        x_T, x_T_particles, generator, dtype, device, progress, callback: as in
-            :func:`~scorekit.samplers.tds.tds_sample`.
-
-    Returns:
-        ``(x, info)`` with the SMC facts of :func:`~scorekit.samplers.smc.smc_info`.
-    """
-    settings = mcgdiff_settings(observation=observation, num_particles=num_particles, ess_threshold=ess_threshold,
-                                return_particles=return_particles, x_T_particles=x_T_particles, shape=tuple(shape))
-    return run_particle_sampler("mcgdiff", mcgdiff, settings, score_fn, sde, tuple(shape), steps=steps, eps=eps,
-                                denoise=denoise, x_T=x_T, generator=generator, dtype=dtype, device=device,
-                                progress=progress, callback=callback)
-
-
-__all__ = ["mcgdiff", "mcgdiff_sample", "mcgdiff_settings", "time_of_ratio"]
+    out, ctx.particle_info = system.finish(x, opts.return_particles)
+    return out
