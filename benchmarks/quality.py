@@ -217,7 +217,7 @@ def main() -> None:
     p.add_argument("--photos-model", default="scorekit/photos",
                    help="photo pipeline: a shipped short name or a folder")
     p.add_argument("--restore-digits", type=int, default=None, help="held-out digits per restoration task "
-                   "(default 16, --quick 4)")
+                   "(default 12, --quick 4)")
     p.add_argument("--restore-photos", type=int, default=None, help="held-out photo patches per restoration task "
                    "(default 4, --quick 2)")
     p.add_argument("--restore-samples", type=int, default=16, help="restorations per image (calibration needs 16)")
@@ -226,7 +226,7 @@ def main() -> None:
     a.cfg_scales = a.cfg_scales or ([1.0, 3.0] if a.quick else [1.0, 1.5, 2.0, 3.0, 5.0])
     if a.classifier_scales is None:
         a.classifier_scales = [3.0] if a.quick else [1.0, 3.0, 5.0, 10.0]
-    a.restore_digits = a.restore_digits or (4 if a.quick else 16)
+    a.restore_digits = a.restore_digits or (4 if a.quick else 12)
     a.restore_photos = a.restore_photos or (2 if a.quick else 4)
     a.restore_runs = QUICK if a.quick else FULL
     a.bpd_num = 40 if a.quick else 360

@@ -39,8 +39,9 @@ class Run:
 
 
 FULL = [Run("replacement-pc", 200), Run("replacement", 400), Run("dps", 1000), Run("pigdm", 100),
-        Run("ddrm", 20), Run("ddrm", 100)]
-QUICK = [Run("replacement-pc", 20), Run("dps", 50), Run("pigdm", 20), Run("ddrm", 20)]
+        Run("ddrm", 20), Run("ddrm", 100), Run("tds", 50), Run("mcgdiff", 100)]
+QUICK = [Run("replacement-pc", 20), Run("dps", 50), Run("pigdm", 20), Run("ddrm", 20), Run("tds", 10),
+         Run("mcgdiff", 10)]
 
 
 def gaussian_reference(pipe, task, truth: torch.Tensor, train: torch.Tensor, k: int, seed: int) -> dict:

@@ -1,47 +1,80 @@
 """Inpaint a real photo with a score SDE pipeline: PNG in, PNG grid out (observation, mask, samples).
 
-Run: python examples/inpaint.py --model DIR [--image photo.png] [--mask mask.png] --out inpaint.png
-Without --image it uses scikit-image's astronaut photo (shipped with the package); without --mask it repaints the
-central square. White mask pixels are repainted (diffusers' convention). Equivalent to `scorekit inpaint`.
+Run: python examples/inpaint.py                                  (scorekit/photos, scikit-image's astronaut)
+     python examples/inpaint.py --model DIR --image photo.png [--mask mask.png] [--resize] --sampler pc --steps 200
+Without --image it uses scikit-image's astronaut photo (shipped with the package), resized to the model's size;
+without --mask it repaints the central square. White mask pixels are repainted (diffusers' convention); the grid
+shows the hole as a magenta checkerboard. Images of another size than the model's need --resize. Without --sampler
+the model's own runs, switched to a stochastic one (sde-dpmsolver++) when it is deterministic: the replacement method
+needs fresh noise. Equivalent to `scorekit inpaint`.
 """
 
 import argparse
 
 import numpy as np
-import PIL.Image
+import torch
+from torchvision.utils import save_image
 
-from scorekit.cli import main as scorekit_main
-
-
-def default_inputs(folder: str) -> tuple[str, str]:
-    from skimage import data
-
-    image = folder + "/astronaut.png"
-    PIL.Image.fromarray(data.astronaut()).save(image)
-    mask = np.zeros((512, 512), dtype=np.uint8)
-    mask[128:384, 128:384] = 255
-    PIL.Image.fromarray(mask).save(folder + "/mask.png")
-    return image, folder + "/mask.png"
+from scorekit.cli.common import mark_hole
+from scorekit.image_io import read_image, resize_array, to_channels
+from scorekit.pipelines import ScoreSDEInpaintPipeline
+from scorekit.samplers.registry import sampler_names
 
 
-def main():
+def load(path: str | None, size: tuple[int, int], channels: int, resize: bool) -> np.ndarray:
+    """``(H, W, C)`` floats in [0, 1] at the model's size: the file (any PIL mode), or the astronaut photo."""
+    if path is None:
+        from skimage import data
+
+        image, resize = data.astronaut().astype(np.float32) / 255, True
+    else:
+        image = read_image(path, "--image")
+    if image.shape[1::-1] != size:
+        if not resize:
+            raise SystemExit(f"--image {path} is {image.shape[1]}x{image.shape[0]}, the model takes "
+                             f"{size[0]}x{size[1]}: pass --resize")
+        image = resize_array(image, size)
+    return to_channels(image, channels)
+
+
+def tolerance(rtol: float | None) -> dict:
+    return {} if rtol is None else {"rtol": rtol, "atol": rtol}
+
+
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="pipeline folder")
+    parser.add_argument("--model", default="scorekit/photos", help="pipeline folder or shipped model")
     parser.add_argument("--image", help="input photo (default: scikit-image's astronaut)")
     parser.add_argument("--mask", help="mask PNG, white = repaint (default: the central square)")
-    parser.add_argument("--sampler", default="pc", choices=["pc", "ode", "ddim"], help="sampler")
-    parser.add_argument("--steps", type=int, default=500, help="time steps")
+    parser.add_argument("--resize", action="store_true", help="resize --image / --mask to the model's size")
+    parser.add_argument("--sampler", choices=sampler_names(standalone=True), default=None,
+                        help="sampler (default: the model's, made stochastic)")
+    parser.add_argument("--steps", type=int, default=None, help="time steps (default: the sampler's)")
+    parser.add_argument("--rtol", type=float, default=None,
+                        help="tolerance (rtol = atol) of the adaptive samplers ode and dpmsolver-adaptive")
     parser.add_argument("--num-samples", type=int, default=4, help="samples")
+    parser.add_argument("--seed", type=int, default=0, help="random seed")
     parser.add_argument("--out", default="inpaint.png", help="output grid")
-    args = parser.parse_args()
-    import tempfile
+    args = parser.parse_args(argv)
 
-    with tempfile.TemporaryDirectory() as tmp:
-        image, mask = (args.image, args.mask) if args.image and args.mask else default_inputs(tmp)
-        return scorekit_main(["inpaint", "--model", args.model, "--image", args.image or image, "--mask",
-                              args.mask or mask, "--sampler", args.sampler, "--steps", str(args.steps),
-                              "--num-samples", str(args.num_samples), "--out", args.out])
+    pipe = ScoreSDEInpaintPipeline.from_pretrained(args.model)
+    _, channels, height, width = pipe.sample_shape(1)
+    image = load(args.image, (width, height), channels, args.resize)
+    if args.mask is None:
+        mask = np.zeros((height, width, 1), dtype=np.float32)
+        mask[height // 4: 3 * height // 4, width // 4: 3 * width // 4] = 1
+    else:
+        mask = to_channels(read_image(args.mask, "--mask"), 1)
+        mask = (resize_array(mask, (width, height), nearest=True) if args.resize else mask).round()
+    out = pipe(image=image[None], mask_image=mask[None], batch_size=args.num_samples, sampler=args.sampler,
+               num_inference_steps=args.steps, generator=torch.Generator().manual_seed(args.seed), output_type="pt",
+               **tolerance(args.rtol))
+    observed, hole = torch.from_numpy(image).permute(2, 0, 1)[None], torch.from_numpy(mask).permute(2, 0, 1)[None]
+    samples = out.images.float().expand(-1, 3, -1, -1)  # gray models: 3 equal channels, as the marked panels
+    grid = [mark_hole(observed, hole), mark_hole(torch.zeros_like(observed), hole), samples]
+    save_image(torch.cat(grid), args.out, nrow=args.num_samples + 2)
+    print(f"wrote {args.out}: observation, mask and {args.num_samples} samples, NFE {out.nfe}")
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    main()

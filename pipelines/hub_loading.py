@@ -17,13 +17,27 @@ WEIGHT_FOLDERS = ("unet", "classifier")
 
 def download_repo(repo_id: str, kwargs: dict[str, Any], allow_pickle: bool) -> str:
     """Snapshot a Hub repo (``revision``, ``cache_dir``, ``token``, ``local_files_only`` popped from ``kwargs``);
-    pickled weights are not even downloaded unless ``allow_pickle``. Returns the local folder."""
-    if repo_id.startswith((os.sep, ".", "~")) or repo_id.count("/") > 1 or os.path.exists(repo_id):
-        raise FileNotFoundError(f"pretrained_model_name_or_path={repo_id!r} is not a pipeline folder")
+    pickled weights are not even downloaded unless ``allow_pickle``. Returns the local folder.
+
+    Raises:
+        FileNotFoundError: ``repo_id`` is neither a folder nor a Hub repo that could be resolved; the message says both
+            (a mistyped local folder such as ``"out/digit"`` is also a valid-looking Hub id).
+    """
+    where = os.path.abspath(os.path.expanduser(repo_id))
+    if os.path.exists(repo_id):
+        raise FileNotFoundError(f"pretrained_model_name_or_path={repo_id!r} is a file, not a pipeline folder")
+    if repo_id.startswith((os.sep, ".", "~")) or repo_id.count("/") != 1:
+        raise FileNotFoundError(f"pretrained_model_name_or_path={repo_id!r}: no such folder ({where}), and it is not "
+                                f"a Hub repo id ('user/repo')")
     from huggingface_hub import snapshot_download
 
     hub = {k: kwargs.pop(k) for k in HUB_KEYS if k in kwargs}
-    return snapshot_download(repo_id, ignore_patterns=None if allow_pickle else PICKLE_PATTERNS, **hub)
+    try:
+        return snapshot_download(repo_id, ignore_patterns=None if allow_pickle else PICKLE_PATTERNS, **hub)
+    except (OSError, ValueError) as err:  # offline, no such repo, gated, invalid id (HFValidationError)
+        reason = (str(err).strip().splitlines() or [""])[0]
+        raise FileNotFoundError(f"pretrained_model_name_or_path={repo_id!r}: no such folder ({where}), and the Hub "
+                                f"repo id {repo_id!r} could not be resolved ({type(err).__name__}: {reason})") from err
 
 
 def check_weight_format(path: str, kwargs: dict[str, Any], allow_pickle: bool) -> None:

@@ -7,7 +7,6 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import PIL.Image
 import torch
 from diffusers import DiffusionPipeline
 from diffusers.image_processor import VaeImageProcessor
@@ -27,7 +26,9 @@ from scorekit.score import model_score_fn
 from scorekit.utils import check_choice, check_count
 
 from .hub_loading import check_components, check_weight_format, download_repo, write_stock_layout
+from .image_inputs import images_to_unit
 from .likelihood_mixin import LikelihoodMixin
+from .model_defaults import check_model_defaults, read_model_defaults, write_model_defaults
 from .outputs import ScoreSDEPipelineOutput
 
 OUTPUT_TYPES = ("pil", "np", "pt")
@@ -35,7 +36,7 @@ OUTPUT_TYPES = ("pil", "np", "pt")
 # (tests/test_registry.py checks this against the registry); a plug-in sampler's go in `sampler_options`.
 SAMPLER_SETTINGS = ("denoise", "timesteps", "predictor", "corrector", "snr", "n_corrector_steps", "probability_flow",
                     "snr_norm", "step_size", "method", "rtol", "atol", "eta", "order", "time_grid", "rho", "s_churn",
-                    "s_noise", "s_tmin", "s_tmax")
+                    "s_noise", "s_tmin", "s_tmax", "num_particles", "ess_threshold", "return_particles")
 # settings of the scheduler that describe the checkpoint, kept when `sampler=` picks another sampler that has them
 MODEL_SETTINGS = ("snr",)
 
@@ -90,6 +91,20 @@ class ScoreSDEPipeline(LikelihoodMixin, DiffusionPipeline):
             value = as_score_sde_scheduler(value)
         super().__setattr__(name, value)
 
+    @property
+    def model_defaults(self) -> dict[str, Any]:
+        """What the model recommends (its default guidance scale, the levels and range of its data), as recorded in
+        its folder's ``model_index.json`` (see :mod:`scorekit.pipelines.model_defaults`); ``{}`` for a pipeline
+        built from components. Assign a dict to set it (it is saved by :meth:`save_pretrained`)."""
+        if "_model_defaults" not in self.__dict__:  # loaded by diffusers' own DiffusionPipeline.from_pretrained
+            self.__dict__["_model_defaults"] = read_model_defaults(self.config.get("_name_or_path"))
+        return self.__dict__["_model_defaults"]
+
+    @model_defaults.setter
+    def model_defaults(self, defaults: dict[str, Any]) -> None:
+        check_model_defaults(defaults)
+        self.__dict__["_model_defaults"] = dict(defaults)
+
     # --- loading ---------------------------------------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, allow_pickle: bool = False,
@@ -122,8 +137,11 @@ class ScoreSDEPipeline(LikelihoodMixin, DiffusionPipeline):
             kwargs.pop(key, None)  # a local folder: nothing to fetch
         check_weight_format(path, kwargs, allow_pickle)
         if os.path.isfile(os.path.join(path, "config.json")) and not os.path.isdir(os.path.join(path, "unet")):
-            return cls._from_flat_folder(path, **kwargs)
-        return super().from_pretrained(path, **kwargs)
+            pipe = cls._from_flat_folder(path, **kwargs)
+        else:
+            pipe = super().from_pretrained(path, **kwargs)
+        pipe.model_defaults = read_model_defaults(path)
+        return pipe
 
     @classmethod
     def _from_flat_folder(cls, path: str, **kwargs):
@@ -154,6 +172,7 @@ class ScoreSDEPipeline(LikelihoodMixin, DiffusionPipeline):
         super().save_pretrained(save_directory, safe_serialization=safe_serialization, variant=variant, **kwargs)
         if stock_layout:
             write_stock_layout(str(save_directory), self.scheduler)
+        write_model_defaults(str(save_directory), self.model_defaults)
 
     def push_to_hub(self, repo_id: str, **kwargs):
         """diffusers' ``push_to_hub`` (save, diffusers' model card, upload), with a failed request raised as
@@ -199,18 +218,24 @@ class ScoreSDEPipeline(LikelihoodMixin, DiffusionPipeline):
         return (batch_size, self.unet.config.in_channels, *size)
 
     def preprocess(self, images, height: int | None = None, width: int | None = None,
-                   dtype: torch.dtype | None = None) -> torch.Tensor:
-        """PIL / numpy ``(B, H, W, C)`` in [0, 1] / torch ``(B, C, H, W)`` in [0, 1] -> tensor in the model's range
-        (in ``dtype``, default the UNet's)."""
+                   dtype: torch.dtype | None = None, name: str = "images") -> torch.Tensor:
+        """Images -> tensor ``(B, C, H, W)`` in the model's range (in ``dtype``, default the UNet's).
+
+        PIL images of any mode are read by their value range (16-bit gray as 0..65535; see
+        :mod:`scorekit.image_io`) and converted to the model's channel count; numpy ``(B, H, W, C)`` and torch
+        ``(B, C, H, W)`` inputs are floats in [0, 1] (or ``uint8`` / ``uint16`` / bool, scaled by their range).
+        ``height`` and ``width`` are accepted for diffusers' signature; images are never resized.
+        """
+        return self.to_model_range(self.unit_images(images, name), dtype)
+
+    def unit_images(self, images, name: str = "images") -> torch.Tensor:
+        """Images (as :meth:`preprocess` takes them) as float32 ``(B, C, H, W)`` in [0, 1] with the model's
+        channels."""
         channels = self.unet.config.in_channels
-        if isinstance(images, PIL.Image.Image):
-            images = [images]
-        if isinstance(images, list) and images and isinstance(images[0], PIL.Image.Image):
-            images = [im.convert("L" if channels == 1 else "RGB") for im in images]
-        x = self.image_processor.preprocess(images, height=height, width=width)
+        x = images_to_unit(images, self.image_processor, name, channels=channels)
         if x.shape[1] != channels:
-            raise ValueError(f"images have {x.shape[1]} channels but the model takes in_channels={channels}")
-        return self.to_model_range(x, dtype)
+            raise ValueError(f"{name} have {x.shape[1]} channels but the model takes in_channels={channels}")
+        return x
 
     def to_model_range(self, x: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
         """Images in [0, 1] -> the model's data range (``scheduler.data_range``), on its device, in ``dtype``
@@ -307,7 +332,11 @@ class ScoreSDEPipeline(LikelihoodMixin, DiffusionPipeline):
         s_noise: float | None = None,
         s_tmin: float | None = None,
         s_tmax: float | None = None,
+        num_particles: int | None = None,
+        ess_threshold: float | None = None,
+        return_particles: bool | None = None,
         sampler_options: Mapping[str, Any] | None = None,
+        **other_arguments: Any,
     ) -> ScoreSDEPipelineOutput | tuple:
         """Generate ``batch_size`` images.
 
@@ -324,23 +353,36 @@ class ScoreSDEPipeline(LikelihoodMixin, DiffusionPipeline):
                 (``scorekit.samplers.options``); ``None`` follows the scheduler.
             latents: start from this ``x_T`` instead of a prior draw.
             condition: a ``scorekit`` condition (inpainting, colorization, guidance, an inverse problem's method)
-                applied by the sampler; ``DDRM(observation)`` runs with ``sampler="ddrm"`` only.
+                applied by the sampler; ``DDRM(observation)``, ``TDS(observation)`` and ``MCGdiff(observation)`` run
+                with their own sampler only (``sampler="ddrm"``, ``"tds"``, ``"mcgdiff"``).
             callback_on_step_end: ``fn(pipe, step_index, t, callback_kwargs) -> dict`` after each step; may return
                 a new ``"latents"``.
             callback_on_step_end_tensor_inputs: tensors passed in ``callback_kwargs`` (only ``"latents"``).
             score_fn: the score to sample, ``score_fn(x, t)`` (e.g. a classifier-free guided one); ``None`` is the
                 network's :meth:`score_fn`.
             denoise, timesteps, predictor, corrector, snr, n_corrector_steps, probability_flow, snr_norm, step_size,
-                method, rtol, atol, eta, order, time_grid, rho, s_churn, s_noise, s_tmin, s_tmax: sampler settings
-                (``None``: the scheduler's, or the chosen sampler's default), each documented on its sampler's
-                options class in ``scorekit.samplers.options``. A setting the sampler does not have is a ValueError
-                naming the sampler and its settings.
+                method, rtol, atol, eta, order, time_grid, rho, s_churn, s_noise, s_tmin, s_tmax, num_particles,
+                ess_threshold: sampler settings (``None``: the scheduler's, or the chosen sampler's default), each
+                documented on its sampler's options class in ``scorekit.samplers.options``. A setting the sampler
+                does not have is a ValueError naming the sampler and its settings. ``num_particles`` and
+                ``ess_threshold`` are the particle samplers' (``sampler="tds"`` with ``condition=TDS(observation)``,
+                ``sampler="mcgdiff"`` with ``condition=MCGdiff(observation)``): an image then costs ``K`` times the
+                NFE the output reports (``nfe``: score calls, each on all ``K`` particles of every image).
+            return_particles: a particle sampler's setting that pipelines refuse (they return one image per sample);
+                ``scorekit.sample(..., return_particles=True)`` returns the ``K`` weighted particles.
             sampler_options: further settings as a mapping (a plug-in sampler's own), merged with the above.
+            **other_arguments: refused: an argument of another pipeline (``guidance_scale``, ``class_labels``,
+                ``image``, ``mask_image``) is a ValueError naming the pipeline that takes it; anything else a
+                TypeError, as for any unexpected keyword.
         """
         given = locals()  # the keyword settings above, by name
         given = {k: given[k] for k in SAMPLER_SETTINGS}
         sampler_overrides = {**{k: v for k, v in given.items() if v is not None}, **dict(sampler_options or {})}
         self.check_inputs(batch_size, num_inference_steps, output_type, sampler, generator, latents)
+        check_pipeline_arguments(type(self).__name__, other_arguments, sampler_overrides)
+        if sampler_overrides.get("return_particles"):
+            raise ValueError("return_particles=True is for scorekit.sample, which returns the K weighted particles "
+                             "(B, K, ...) with their log-weights; a pipeline returns one image per sample")
         if self.scheduler.config.get("discretization", "continuous") == "discrete":
             unsupported = {"sampler": sampler, "condition": condition, "callback_on_step_end": callback_on_step_end,
                            "score_fn": score_fn, **sampler_overrides}
@@ -373,6 +415,31 @@ class ScoreSDEPipeline(LikelihoodMixin, DiffusionPipeline):
         images = self.postprocess(x, output_type)
         self.maybe_free_model_hooks()
         return ScoreSDEPipelineOutput(images=images, nfe=nfe) if return_dict else (images, nfe)
+
+
+# arguments of the other pipelines, refused by name when they land in **sampler_overrides of the wrong one
+OTHER_PIPELINES_ARGS = {
+    "class_labels": "ScoreSDEClassConditionalPipeline", "guidance_scale": "ScoreSDEClassConditionalPipeline",
+    "classifier_scale": "ScoreSDEClassConditionalPipeline", "image": "ScoreSDEInpaintPipeline or "
+    "ScoreSDEColorizationPipeline", "mask_image": "ScoreSDEInpaintPipeline",
+}
+
+
+def check_pipeline_arguments(pipeline: str, kwargs: Mapping[str, Any],
+                             settings: Mapping[str, Any] | None = None) -> None:
+    """Refuse an argument of another pipeline (``guidance_scale=`` on the unconditional one, ...) by name, pointing
+    to the pipeline that takes it, before it reaches the sampler as an unknown setting; any other unexpected keyword
+    in ``kwargs`` is a TypeError (``settings``: the sampler settings given, checked by the sampler itself)."""
+    for name in [*kwargs, *(settings or {})]:
+        if name in OTHER_PIPELINES_ARGS:
+            other = OTHER_PIPELINES_ARGS[name]
+            first = other.split(" ")[0]
+            raise ValueError(f"{pipeline} does not take {name}=; {name} is an argument of {other}: load the model "
+                             f"with {first}.from_pretrained(...), or reuse this pipeline's components with "
+                             f"{first}(unet=pipe.unet, scheduler=pipe.scheduler)")
+    if kwargs:
+        raise TypeError(f"{pipeline}.__call__() got an unexpected keyword argument {next(iter(kwargs))!r} (a plug-in "
+                        f"sampler's settings go in sampler_options=)")
 
 
 def null_class_label(unet) -> int | None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 
-import PIL.Image
 import torch
 from diffusers.image_processor import VaeImageProcessor
 from diffusers.utils import logging
@@ -19,6 +18,8 @@ from scorekit.conditioning.guidance import as_labels
 from scorekit.models import classifier_log_prob_fn
 from scorekit.score import model_score_fn
 
+from .image_inputs import images_to_unit
+from .model_defaults import replacement_sampler
 from .pipeline_score_sde import (
     SAMPLER_SETTINGS,
     ScoreSDEPipeline,
@@ -65,8 +66,14 @@ class ScoreSDEClassConditionalPipeline(ScoreSDEPipeline):
             return "classifier-free"
         return "classifier" if getattr(self, "classifier", None) is not None else "none"
 
+    @property
+    def default_guidance_scale(self) -> float:
+        """The guidance scale used when none is given: the model's recorded ``guidance_scale`` (its card's best,
+        :attr:`model_defaults`), else 1 (the plain conditional score)."""
+        return float(self.model_defaults.get("guidance_scale", 1.0))
+
     @torch.no_grad()
-    def __call__(self, class_labels, guidance_scale: float = 1.0, condition=None,
+    def __call__(self, class_labels, guidance_scale: float | None = None, condition=None,
                  classifier_scale: float | None = None, **kwargs) -> ScoreSDEPipelineOutput:
         """Generate one image per entry of ``class_labels`` (an int, or a list / tensor of ints).
 
@@ -74,7 +81,8 @@ class ScoreSDEClassConditionalPipeline(ScoreSDEPipeline):
             class_labels: class of each image; its length sets the batch size (an int draws ``batch_size`` images
                 of that class).
             guidance_scale: ``w`` of classifier-free guidance, or of the classifier gradient for a classifier-guided
-                pipeline (1 = the conditional score).
+                pipeline (1 = the conditional score). ``None``: the model's recommendation
+                (:attr:`default_guidance_scale`; 1.5 for ``scorekit/digits``).
             condition: another condition to combine with (e.g. :class:`~scorekit.Inpaint`).
             classifier_scale: weight of an extra classifier term on a class-conditional UNet (needs a classifier).
             **kwargs: everything :meth:`ScoreSDEPipeline.__call__` takes.
@@ -88,6 +96,7 @@ class ScoreSDEClassConditionalPipeline(ScoreSDEPipeline):
             raise ValueError("this pipeline cannot condition on a class: its UNet has no class embeddings "
                              "(num_class_embeds=None) and it holds no classifier; train with --num_class_embeds or "
                              "add a classifier (scorekit train-classifier)")
+        guidance_scale = self.default_guidance_scale if guidance_scale is None else guidance_scale
         _check_guidance_scale("guidance_scale", guidance_scale)
         if classifier_scale is not None and (kind != "classifier-free" or self.classifier is None):
             raise ValueError(f"classifier_scale is for a class-conditional UNet that also holds a classifier; this "
@@ -158,9 +167,9 @@ class ScoreSDEInpaintPipeline(ScoreSDEPipeline):
             batch_size: samples to draw; defaults to the number of images (one image is shared by all samples).
             **kwargs: everything :meth:`ScoreSDEPipeline.__call__` takes.
         """
-        x = self.preprocess(image)
+        x = self.preprocess(image, name="image")
         self._check_image_size(x, "image")
-        mask = self.mask_processor.preprocess(mask_image, height=x.shape[2], width=x.shape[3]).to(x.device)
+        mask = images_to_unit(mask_image, self.mask_processor, "mask_image", channels=1).to(x.device)
         if mask.shape[1] not in (1, x.shape[1]) or mask.shape[0] not in (1, x.shape[0]):
             raise ValueError(f"mask_image has shape {tuple(mask.shape)}; expected (1 or {x.shape[0]}, 1 or "
                              f"{x.shape[1]}, {x.shape[2]}, {x.shape[3]})")
@@ -171,17 +180,23 @@ class ScoreSDEInpaintPipeline(ScoreSDEPipeline):
             raise ValueError(f"mask_image must be binary (black = keep, white = repaint), got values such as "
                              f"{mask[soft][:3].tolist()}; threshold it first")
         known = mask < 0.5  # diffusers' convention: white = repaint
-        self._warn_if_deterministic(kwargs)
+        kwargs = self._replacement_defaults(kwargs)
         batch_size = x.shape[0] if batch_size is None else batch_size
         return super().__call__(batch_size=batch_size, condition=Inpaint(x, known), **kwargs)
 
-    def _warn_if_deterministic(self, kwargs) -> None:
+    def _replacement_defaults(self, kwargs: dict) -> dict:
+        """``kwargs`` with a stochastic default sampler when none is named and the scheduler's own draws no noise
+        (replacement conditioning needs fresh noise at every step, :func:`replacement_sampler`); a deterministic
+        sampler asked for by name runs, with a warning."""
+        if kwargs.get("sampler") is None and self.scheduler.config.get("discretization", "continuous") != "discrete":
+            kwargs = {**kwargs, "sampler": replacement_sampler(self.scheduler)}
         overrides = {k: v for k, v in kwargs.items() if k in SAMPLER_SETTINGS and v is not None and k != "denoise"}
         opts = self.sampler_options(kwargs.get("sampler"), {**overrides, **(kwargs.get("sampler_options") or {})})
         if opts.deterministic:  # the registry's options know (DDIM with eta = 0, EDM without churn, ...)
             logger.warning("replacement conditioning with a deterministic sampler (%s) is biased against the exact "
-                           "conditional (benchmarks/conditional.py); sampler='pc' with a Langevin corrector is "
-                           "recommended", opts.name)
+                           "conditional (benchmarks/conditional.py); a stochastic one (sde-dpmsolver++, or pc with a "
+                           "Langevin corrector) is recommended", opts.name)
+        return kwargs
 
     def _check_image_size(self, x: torch.Tensor, name: str) -> None:
         want = tuple(self.sample_shape(1)[2:])
@@ -205,20 +220,16 @@ class ScoreSDEColorizationPipeline(ScoreSDEInpaintPipeline):
         """
         if self.unet.config.in_channels != 3:
             raise ValueError(f"colorization needs an RGB model (in_channels=3), got {self.unet.config.in_channels}")
-        gray = self._gray([image] if isinstance(image, PIL.Image.Image) else image)
-        self._warn_if_deterministic(kwargs)
+        gray = self._gray(image)
+        kwargs = self._replacement_defaults(kwargs)
         self._check_image_size(gray, "image")
         batch_size = gray.shape[0] if batch_size is None else batch_size
         return ScoreSDEPipeline.__call__(self, batch_size=batch_size, condition=Colorize(gray), **kwargs)
 
     def _gray(self, image) -> torch.Tensor:
-        """The gray image (mean of R, G, B) in the model's data range, ``(B, 1, H, W)``."""
-        # gray = mean of R, G, B (what Colorize fixes); a gray PIL image has three equal channels after convert
-        x = self.image_processor.preprocess([im.convert("RGB") for im in image] if _is_pil(image) else image)
+        """The gray image (mean of R, G, B: what :class:`~scorekit.Colorize` fixes) in the model's data range,
+        ``(B, 1, H, W)``; PIL images of any mode are read by their value range (:mod:`scorekit.image_io`)."""
+        x = images_to_unit(image, self.image_processor, "image")
         if x.shape[1] not in (1, 3):
             raise ValueError(f"image must have 1 (gray) or 3 (RGB) channels, got {x.shape[1]}")
         return self.to_model_range(x.mean(1, keepdim=True))
-
-
-def _is_pil(image) -> bool:
-    return isinstance(image, list) and bool(image) and isinstance(image[0], PIL.Image.Image)

@@ -1,5 +1,6 @@
-"""Argument checks shared by every public entry point; torch-free, so the sampler registry and the CLI can use them
-without importing torch (``scorekit --help`` stays fast)."""
+"""Argument checks shared by every public entry point; torch-free, so the sampler registry and the command line can
+check their flags with them before importing torch (``scorekit --help`` and argument errors stay fast);
+:mod:`scorekit.utils` re-exports them for the library."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import math
 import numbers
 from collections.abc import Iterable, Mapping
 from typing import Any
+
+PROBES = ("rademacher", "gaussian")  # Hutchinson probes of scorekit.likelihood (here: the CLI offers them torch-free)
 
 
 def check_choice(name: str, value: Any, choices: Iterable[str] | Mapping[str, Any]) -> None:

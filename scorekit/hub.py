@@ -20,7 +20,7 @@ import os
 import tempfile
 from typing import Any
 
-from .samplers.registry import REGISTRY, get_spec
+from .samplers.registry import REGISTRY
 
 # The sampler a card recommends unless the scheduler's own is a few-step solver, with the registry's default steps:
 # DPM-Solver++(2M) on the half-log-SNR grid, 19 steps + the final denoising = 20 NFE, as measured in the README
@@ -124,20 +124,27 @@ def _sde_lines(scheduler) -> list[str]:
             f"- data range: `{list(scheduler.data_range)}`"]
 
 
-def recommended_sampling(scheduler, conditioning: str = "none", num_inference_steps: int | None = None) -> dict:
+def recommended_sampling(scheduler, conditioning: str = "none", num_inference_steps: int | None = None,
+                         model_defaults: dict | None = None) -> dict:
     """The pipeline call arguments a model card recommends.
 
-    ``sampler``: the scheduler's own when it is configured with a few-step solver (registry default of at most
-    ``FEW_STEPS`` steps), else DPM-Solver++(2M) on the half-log-SNR grid, scorekit's measured default (README
-    "Quality of the shipped models": 19 steps + the final denoising = 20 NFE); ``num_inference_steps``: the
-    sampler's default steps in the registry (``scorekit.samplers.registry``) unless given; ``guidance_scale`` as
-    measured for the conditioning kind (``GUIDANCE_SCALES``; none for an unconditional model).
+    ``sampler`` and ``num_inference_steps``: the model's own default (the one function the pipelines and the CLI
+    use, :func:`scorekit.pipelines.model_defaults.sampler_defaults`: the scheduler's sampler with its registry
+    default steps) when that is a few-step solver (at most ``FEW_STEPS`` steps), else DPM-Solver++(2M) on the
+    half-log-SNR grid, scorekit's measured default (README "Quality of the shipped models": 19 steps + the final
+    denoising = 20 NFE) at its registry default steps; a given ``num_inference_steps`` wins. ``guidance_scale``:
+    the scale the model records (``model_defaults["guidance_scale"]``, the default of the class-conditional
+    pipeline), else the one measured for the conditioning kind (``GUIDANCE_SCALES``); none for an unconditional
+    model.
     """
-    own = scheduler.sample_kwargs()["sampler"] if scheduler is not None else None
-    sampler = own if own is not None and get_spec(own).default_steps <= FEW_STEPS else RECOMMENDED_SAMPLER
-    kwargs = {"sampler": sampler, "num_inference_steps": num_inference_steps or get_spec(sampler).default_steps}
+    from scorekit.pipelines.model_defaults import default_steps, sampler_defaults
+
+    sampler, steps = sampler_defaults(scheduler) if scheduler is not None else (None, None)
+    if sampler is None or steps > FEW_STEPS:
+        sampler, steps = RECOMMENDED_SAMPLER, default_steps(RECOMMENDED_SAMPLER)
+    kwargs = {"sampler": sampler, "num_inference_steps": num_inference_steps or steps}
     if conditioning in GUIDANCE_SCALES:
-        kwargs["guidance_scale"] = GUIDANCE_SCALES[conditioning]
+        kwargs["guidance_scale"] = (model_defaults or {}).get("guidance_scale", GUIDANCE_SCALES[conditioning])
     return kwargs
 
 
@@ -181,12 +188,14 @@ def _settings(scheduler) -> str:
 def _sampling_lines(scheduler, recommended: dict) -> list[str]:
     if scheduler is None:
         return []
-    own = scheduler.sample_kwargs()["sampler"]
+    from scorekit.pipelines.model_defaults import default_steps, sampler_defaults
+
+    own, own_steps = sampler_defaults(scheduler)
     call = ", ".join(f"{k}={v!r}" for k, v in recommended.items()).replace("'", '"')
-    steps = get_spec(RECOMMENDED_SAMPLER).default_steps
+    steps = default_steps(RECOMMENDED_SAMPLER)
     measured = (recommended["sampler"], recommended["num_inference_steps"]) == (RECOMMENDED_SAMPLER, steps)
     return [f"- scheduler's own sampler: `{own}`{_settings(scheduler)}",
-            f"- default sampler: `{own}` with {get_spec(own).default_steps} steps (a call without `sampler=`)",
+            f"- default sampler: `{own}` with {own_steps} steps (a call without `sampler=`)",
             f"- other samplers (`sampler=`, default steps): {_other_samplers(own)}",
             f"- recommended sampling: `pipe(..., {call})`" + (
                 f" (DPM-Solver++(2M) on the half-log-SNR grid: {steps} steps + the final denoising = {steps + 1} NFE)"
@@ -259,7 +268,8 @@ def make_model_card(
     load_from = load_from or repo_id
     scheduler = obj.scheduler if kind == "pipeline" else scheduler
     conditioning = conditioning_kind(obj)
-    recommended = recommended_sampling(scheduler, conditioning, num_inference_steps)
+    recommended = recommended_sampling(scheduler, conditioning, num_inference_steps,
+                                       getattr(obj, "model_defaults", None) if kind == "pipeline" else None)
     tags = ["scorekit", "diffusers", "score-sde", f"scorekit-{kind}"]
     data = ModelCardData(license=license, library_name="scorekit", tags=tags, metrics=sorted(metrics or {}) or None,
                          datasets=[training_data] if training_data and _is_hub_id(training_data) else None,

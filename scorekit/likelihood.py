@@ -28,13 +28,12 @@ from typing import Any
 
 import torch
 
+from .checks import PROBES  # the probe names live torch-free, for the CLI
 from .latents import ScoreFn, check_data, check_ode_args
 from .numerics import CountedScore, compute_dtype
 from .samplers.ode import odeint_adaptive, pf_ode_drift
 from .sde import SDE
 from .utils import batch_time, check_choice, check_positive, rademacher, rand, randn
-
-PROBES = ("rademacher", "gaussian")
 
 
 def draw_probes(num_probes: int, x: torch.Tensor, probe: str = "rademacher",

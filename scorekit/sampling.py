@@ -74,9 +74,10 @@ def sample(
         shape: ``(B, ...)``, any number of dims (2-D toy data or ``(B, C, H, W)`` images).
         sampler: a registered name (``scorekit.samplers.REGISTRY``: ``"pc"``, ``"ode"``, ``"ddim"``, ``"ald"``,
             ``"dpmsolver++"``, ``"dpmsolver++-singlestep"``, ``"sde-dpmsolver++"``, ``"edm-heun"``,
-            ``"dpmsolver-adaptive"``, ``"ddrm"``) or an options object (``scorekit.samplers.options``), e.g.
-            ``EDMHeunOptions(s_churn=10)``. ``"ddrm"`` needs ``condition=DDRM(observation)`` and a ``DDRM``
-            condition needs ``"ddrm"``.
+            ``"dpmsolver-adaptive"``, ``"ddrm"``, ``"tds"``, ``"mcgdiff"``) or an options object
+            (``scorekit.samplers.options``), e.g. ``EDMHeunOptions(s_churn=10)``. ``"ddrm"``, ``"tds"`` and
+            ``"mcgdiff"`` need ``condition=DDRM(observation)``, ``TDS(observation)``, ``MCGdiff(observation)``
+            (``scorekit.conditioning``), and each such condition needs its sampler.
         steps: the number of intervals of the time grid from its first time to ``eps`` (``len(timesteps) - 1``
             for a user grid), the same for every grid sampler; what one interval costs is in the README's sampler
             table (``dpmsolver++-singlestep``: one evaluation, as diffusers' ``num_inference_steps``). ``"ald"``:
@@ -86,7 +87,8 @@ def sample(
             and ALD, the last step's noise-free mean (no extra NFE).
         eps: final time; defaults to ``sde.sampling_eps``.
         x_T: the start state at the grid's first time, instead of a draw (see
-            :func:`scorekit.samplers.grids.start_state`: the prior at ``T``, ``N(0, std(t_0)^2 I)`` below it).
+            :func:`scorekit.samplers.grids.start_state`: the prior at ``T``, ``N(0, std(t_0)^2 I)`` below it); for a
+            particle sampler ``shape`` (repeated for each of the ``K`` particles) or ``(B, K, ...)``.
         condition: a :class:`~scorekit.conditioning.Condition` (guidance, inpainting, colorization, an inverse
             problem's method, composed).
         generator: the ``torch.Generator`` every random draw uses (on any device: draws are made on its device and
@@ -103,10 +105,16 @@ def sample(
             a ValueError naming the sampler and listing its settings.
 
     Returns:
-        ``(x, info)``: samples of ``shape`` (in ``dtype``) and a dict with the same keys for every sampler: ``nfe``
-        (score evaluations the run truly cost), ``sampler``, ``steps`` (grid intervals, or the accepted steps of
-        an adaptive DPM-Solver; ``None`` for a torchdiffeq / scipy solve), ``eps``, ``denoise``,
-        ``callback_steps`` (callback calls made) and ``options`` (every setting of the sampler, as run).
+        ``(x, info)``: samples of ``shape`` (in ``dtype``; ``(B, K, ...)`` for a particle sampler with
+        ``return_particles=True``) and a dict with the same keys for every sampler: ``nfe`` (score evaluations the
+        run truly cost: calls of ``score_fn``, each on the whole batch; for a particle sampler, whose batch is the
+        ``B * K`` particles, that is the NFE per particle), ``sampler``, ``steps`` (grid intervals, or the accepted
+        steps of an adaptive DPM-Solver; ``None`` for a torchdiffeq / scipy solve), ``eps``, ``denoise``,
+        ``callback_steps`` (callback calls made), ``options`` (every setting of the sampler, as run) and
+        ``particles``: ``None``, or for a particle sampler ``num_particles``, ``nfe_per_particle``,
+        ``nfe_per_sample`` (``K * nfe``: the network evaluations one returned sample cost), the ESS trace ``ess``
+        ``(steps + 1, B)``, ``resampled`` ``(steps, B)``, ``num_resampling`` ``(B,)`` and, with
+        ``return_particles``, ``log_weights`` ``(B, K)``.
 
     Raises:
         ValueError: on invalid arguments (before any work), or when a non-finite value appears: the message names
@@ -119,13 +127,12 @@ def sample(
     steps = spec.default_steps if steps is None else steps
     check_positive("steps", steps, integer=True)
     eps = check_eps(sde, eps)
-    if x_T is not None and not isinstance(x_T, torch.Tensor):
-        raise TypeError(f"x_T must be a torch.Tensor of shape {shape}, got {type(x_T).__name__}")
-    if x_T is not None and tuple(x_T.shape) != shape:
-        raise ValueError(f"x_T has shape {tuple(x_T.shape)} but shape={shape}")
+    _check_x_T(x_T, shape, spec, opts)
     if condition is not None and not isinstance(condition, Condition):
         raise TypeError(f"condition must be a scorekit Condition, got {type(condition).__name__}")
-    check_sampler_condition(spec, condition)
+    problem = check_sampler_condition(spec, condition)
+    if problem is not None and hasattr(problem, "check_run"):
+        problem.check_run(condition, shape, opts)  # the sampler's own problem against the B samples asked for
     condition = condition if condition is not None else Condition()
     grid = build_grid(spec.grid, opts, sde, steps, eps)
     state_dtype = compute_dtype(dtype)  # numeric policy: grid, coefficients and state in float32 / float64
@@ -146,7 +153,8 @@ def sample(
     counted.guard.end_step(x, None)
     counted.guard.check()
     info = {"nfe": counted.nfe, "sampler": spec.name, "steps": taken, "eps": eps, "denoise": denoise,
-            "callback_steps": ctx.callback_steps, "options": opts.as_dict()}
+            "callback_steps": ctx.callback_steps, "options": opts.as_dict(),
+            "particles": _particle_info(spec, opts, ctx, counted.nfe)}
     return x.to(dtype), info
 
 
@@ -159,13 +167,15 @@ def check_eps(sde: SDE, eps: float | None) -> float:
     return eps
 
 
-def check_sampler_condition(spec: SamplerSpec, condition: Condition | None) -> None:
+def check_sampler_condition(spec: SamplerSpec, condition: Condition | None) -> Condition | None:
     """A sampler that reads its problem from a condition of its own (the registry's ``condition``: ``ddrm`` and
-    ``DDRM``) gets one, alone or in a ``Compose``; such a condition goes to that sampler only.
+    ``DDRM``, ``tds`` and ``TDS``, ``mcgdiff`` and ``MCGdiff``) gets one, alone or in a ``Compose``; such a condition
+    goes to that sampler only. Returns that condition (``None`` for a sampler without one).
 
     Raises:
         ValueError: naming the sampler and the condition, for either mismatch.
     """
+    problem = None
     for other in REGISTRY.values():
         kind = load_condition(other)
         found = None if kind is None or condition is None else find_condition(condition, kind)
@@ -176,6 +186,8 @@ def check_sampler_condition(spec: SamplerSpec, condition: Condition | None) -> N
         if other is not spec and found is not None:
             raise ValueError(f"condition={kind.__name__} runs as a sampler of its own: pass sampler={other.name!r}, "
                              f"not sampler={spec.name!r} (or give sampler={spec.name!r} another condition)")
+        problem = found if other is spec else problem
+    return problem
 
 
 def _check_common(sde, dtype, callback) -> None:
@@ -187,16 +199,45 @@ def _check_common(sde, dtype, callback) -> None:
         raise TypeError(f"sde must be a scorekit SDE (VPSDE, SubVPSDE, VESDE), got {type(sde).__name__}")
 
 
+def _check_x_T(x_T, shape: tuple[int, ...], spec: SamplerSpec, opts: SamplerOptions) -> None:
+    """``x_T`` is ``None`` or a tensor of ``shape``; for a particle sampler also ``(B, K, ...)``, one per particle."""
+    if x_T is None:
+        return
+    if not isinstance(x_T, torch.Tensor):
+        raise TypeError(f"x_T must be a torch.Tensor of shape {shape}, got {type(x_T).__name__}")
+    if tuple(x_T.shape) == shape:
+        return
+    if spec.particles is None:
+        raise ValueError(f"x_T has shape {tuple(x_T.shape)} but shape={shape}")
+    per_particle = (shape[0], getattr(opts, spec.particles), *shape[1:])
+    if tuple(x_T.shape) != per_particle:
+        raise ValueError(f"x_T has shape {tuple(x_T.shape)} but shape={shape}; sampler={spec.name!r} takes x_T of "
+                         f"shape {shape} (repeated for each of the {spec.particles}={per_particle[1]} particles) or "
+                         f"{per_particle} (one per particle)")
+
+
 def _particles(spec: SamplerSpec, opts: SamplerOptions, shape, generator, x_T):
     """For a particle sampler, the run's shape ``(B * K, ...)``, a generator list repeated per particle and ``x_T``
-    repeated per particle; other samplers: unchanged."""
+    repeated per particle (or, given as ``(B, K, ...)``, one per particle); other samplers: unchanged."""
     if spec.particles is None:
         return shape, generator, x_T
     k = getattr(opts, spec.particles)
     if isinstance(generator, (list, tuple)):
         generator = [g for g in generator for _ in range(k)]
-    x_T = None if x_T is None else x_T.repeat_interleave(k, dim=0)
+    if x_T is not None:
+        x_T = x_T.repeat_interleave(k, dim=0) if tuple(x_T.shape) == shape else x_T.reshape(-1, *shape[1:])
     return (shape[0] * k, *shape[1:]), generator, x_T
+
+
+def _particle_info(spec: SamplerSpec, opts: SamplerOptions, ctx: RunContext, nfe: int) -> dict[str, Any] | None:
+    """``info["particles"]`` of a particle sampler (``None`` for the others): ``num_particles`` K,
+    ``nfe_per_particle`` (= ``info["nfe"]``: each score call evaluates all ``B * K`` particles once),
+    ``nfe_per_sample`` (``K * nfe``: the network evaluations one returned sample cost), then what the loop reports
+    (``ctx.particle_info``: the ESS trace, the resampling steps, the log-weights of returned particles)."""
+    if spec.particles is None:
+        return None
+    k = getattr(opts, spec.particles)
+    return {"num_particles": k, "nfe_per_particle": nfe, "nfe_per_sample": k * nfe, **ctx.particle_info}
 
 
 def _guard_names(spec: SamplerSpec, opts: SamplerOptions, grid, sde: SDE, eps: float):

@@ -162,10 +162,10 @@ def test_push_pipeline_uploads_exactly_the_stock_layout_and_card(hub, tmp_path):
     assert all(auth == f"Bearer {TOKEN}" for method, _, auth in hub.requests if method == "POST")
     want = _draw(pipe)
     pulled = ScoreSDEPipeline.from_pretrained("alice/tiny-vp")
-    torch.testing.assert_close(_draw(pulled), want)
+    torch.testing.assert_close(_draw(pulled), want, atol=0, rtol=0)  # same weights, same calls
     generic = DiffusionPipeline.from_pretrained("alice/tiny-vp")
     assert type(generic) is ScoreSDEPipeline
-    torch.testing.assert_close(_draw(generic), want)
+    torch.testing.assert_close(_draw(generic), want, atol=0, rtol=0)
     card = hub.snapshot("alice/tiny-vp")[1]["README.md"].decode()
     for fact in ("VPSDE(beta_min=0.1, beta_max=20.0", "`epsilon`", "`[-1.0, 1.0]`",
                  "conditioning: none (unconditional)", "scheduler's own sampler: `pc`",
@@ -250,7 +250,7 @@ def test_hub_kwargs_pass_through(hub, tmp_path):
     push_to_hub(_vp_pipe(seed=1), "alice/rev", token=TOKEN)
     cache = str(tmp_path / "my-cache")
     old = ScoreSDEPipeline.from_pretrained("alice/rev", revision=sha, cache_dir=cache, token=TOKEN)
-    torch.testing.assert_close(_draw(old), _draw(first))
+    torch.testing.assert_close(_draw(old), _draw(first), atol=0, rtol=0)
     assert os.path.isdir(os.path.join(cache, "models--alice--rev"))
     assert ("GET", f"/api/models/alice/rev/tree/{sha}", f"Bearer {TOKEN}") in hub.requests  # revision and token
     weights = f"/alice/rev/resolve/{sha}/unet/diffusion_pytorch_model.safetensors"

@@ -32,7 +32,8 @@ ALL_OPTIONS = sorted({f.name for spec in REGISTRY.values() for f in spec.options
 FOREIGN_VALUE = {"predictor": "euler_maruyama", "corrector": "none", "snr": 0.1, "n_corrector_steps": 2,
                  "probability_flow": True, "snr_norm": "batch", "step_size": 1e-3, "method": "heun", "rtol": 1e-3,
                  "atol": 1e-3, "eta": 0.5, "order": 2, "time_grid": "uniform", "rho": 3.0, "s_churn": 1.0,
-                 "s_noise": 1.0, "s_tmin": 0.0, "s_tmax": 1.0, "timesteps": [1.0, 0.5, 1e-3], "bogus": 1}
+                 "s_noise": 1.0, "s_tmin": 0.0, "s_tmax": 1.0, "timesteps": [1.0, 0.5, 1e-3], "num_particles": 2,
+                 "ess_threshold": 0.5, "return_particles": True, "bogus": 1}
 
 
 @pytest.mark.parametrize("name", list(REGISTRY))
@@ -197,9 +198,11 @@ def test_every_option_is_reachable_from_the_pipelines_and_the_cli():
 # - "method": ScoreSDEODEScheduler's `solver` names the PF-ODE method itself ("euler", "heun", "dopri5", ...);
 # - every option of "ald": ALD has no scheduler (scorekit.sample / pipelines' sampler="ald" only);
 # - "ddrm" has no scheduler either: it needs condition=DDRM(observation), which no scheduler config holds (its own
-#   settings eta, eta_b are the condition's; DDRMOptions has none).
+#   settings eta, eta_b are the condition's; DDRMOptions has none);
+# - nor have the particle samplers "tds" and "mcgdiff" (condition=TDS(...) / MCGdiff(...); a scheduler's step()
+#   moves one state, not K weighted particles).
 NOT_IN_CONFIG = {"timesteps", "method"}
-NO_SCHEDULER = {"ald", "ddrm"}
+NO_SCHEDULER = {"ald", "ddrm", "tds", "mcgdiff"}
 
 
 def test_every_option_is_reachable_from_its_scheduler():

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import scorekit
-from scorekit.conditioning import DDRM, Mask, Observation
+from scorekit.conditioning import DDRM, TDS, Mask, MCGdiff, Observation
 from scorekit.samplers.registry import REGISTRY
 from scorekit.sde import VPSDE
 
@@ -29,6 +29,10 @@ SETTINGS = {  # a few steps of every sampler; stochastic ones where they can be
     "dpmsolver++-singlestep": dict(steps=5), "sde-dpmsolver++": dict(steps=4),
     "edm-heun": dict(steps=4, s_churn=20.0), "dpmsolver-adaptive": ADAPTIVE["dpmsolver-adaptive"],
     "ddrm": dict(steps=4, condition=DDRM(Observation(Mask(torch.arange(D) % 3 == 0), torch.full((1, D), 0.2), 0.1))),
+    "tds": dict(steps=4, num_particles=3, condition=TDS(Observation(Mask(torch.arange(D) % 3 == 0),
+                                                                    torch.full((1, D), 0.2), 0.1))),
+    "mcgdiff": dict(steps=4, num_particles=3, condition=MCGdiff(Observation(Mask(torch.arange(D) % 3 == 0),
+                                                                            torch.full((1, D), 0.2), 0.1))),
 }
 
 
@@ -109,7 +113,7 @@ def test_every_sampler_shows_progress_and_the_same_info(sampler):
                               progress=progress, generator=torch.Generator().manual_seed(0), **kwargs)
     assert ticks, f"{sampler}: no progress"
     assert ticks == list(range(len(ticks)))  # the bar ran to its end, in order
-    assert set(info) == {"nfe", "sampler", "steps", "eps", "denoise", "callback_steps", "options"}
+    assert set(info) == {"nfe", "sampler", "steps", "eps", "denoise", "callback_steps", "options", "particles"}
     expected_steps = kwargs.get("steps")
     if sampler in ("ode-dopri5", "dpmsolver-adaptive"):
         assert ticks[-1] == 99  # percent of the way

@@ -46,6 +46,33 @@ def test_output_folder_is_a_pipeline(trained):
     assert plain(batch_size=2, num_inference_steps=3, sampler="ddim", output_type="np").images.shape == (2, 8, 8, 1)
 
 
+def test_the_saved_pipelines_record_the_datas_levels(trained):
+    """The trainer records ``_scorekit.likelihood`` in what it saves (the final folder and its checkpoints): the 17
+    levels of --dataset digits with bins centred on the training values, so ``log_likelihood`` and ``scorekit
+    likelihood`` default to them as they do for scorekit/digits."""
+    from scorekit import ScoreSDEPipeline
+
+    out, _ = trained
+    digits = {"num_levels": 17, "data_range": [-1.0625, 1.0625]}  # (-17/16, 17/16), what scorekit/digits records
+    for folder in (out, os.path.join(out, "checkpoint-6")):
+        pipe = ScoreSDEPipeline.from_pretrained(folder)
+        assert pipe.model_defaults == {"likelihood": digits}, folder
+        assert pipe.likelihood_levels() == (17, (-1.0625, 1.0625))
+    assert ScoreSDEPipeline.from_pretrained("scorekit/digits").model_defaults["likelihood"] == digits
+
+
+def test_other_data_record_256_levels_over_the_data_range():
+    from argparse import Namespace
+
+    from scorekit.training.config import likelihood_defaults
+
+    assert likelihood_defaults(Namespace(dataset="photos"), (-1.0, 1.0)) == {"num_levels": 256,
+                                                                               "data_range": [-1.0, 1.0]}
+    assert likelihood_defaults(Namespace(dataset=None), (0.0, 1.0)) == {"num_levels": 256, "data_range": [0.0, 1.0]}
+    assert likelihood_defaults(Namespace(dataset="digits"), (0.0, 1.0)) == {"num_levels": 17,
+                                                                             "data_range": [-1 / 32, 1 + 1 / 32]}
+
+
 def _bad(tmp_path, case):
     out = ["--output_dir", str(tmp_path / "out")]
     folder = tmp_path / "imgs"

@@ -252,6 +252,22 @@ def data_range_for(sde: str) -> tuple[float, float]:
     return DEFAULT_DATA_RANGE[sde]
 
 
+DIGITS_LEVELS = 17  # scikit-learn's digits take the values 0..16
+
+
+def likelihood_defaults(args: argparse.Namespace, data_range: tuple[float, float]) -> dict:
+    """What a trained pipeline records under ``_scorekit.likelihood`` (:mod:`scorekit.pipelines.model_defaults`),
+    the defaults of ``pipe.log_likelihood`` and ``scorekit likelihood``: ``--dataset digits`` has 17 levels, trained
+    at ``lo + (hi - lo) k / 16``, whose dequantization bins of width ``h = (hi - lo) / 16`` are centred on them and
+    tile ``(lo - h / 2, hi + h / 2)`` (``(-17/16, 17/16)`` for ``[-1, 1]``, as ``scorekit/digits`` records); any
+    other data is 8-bit, 256 levels whose bins tile ``data_range`` (score_sde's convention)."""
+    lo, hi = data_range
+    if args.dataset == "digits":
+        half = (hi - lo) / (DIGITS_LEVELS - 1) / 2
+        return {"num_levels": DIGITS_LEVELS, "data_range": [lo - half, hi + half]}
+    return {"num_levels": 256, "data_range": [lo, hi]}
+
+
 def _config_file(path: str) -> str:
     return os.path.join(path, "config.json") if os.path.isdir(path) else path
 

@@ -13,12 +13,17 @@ from scorekit.pipelines import ScoreSDEClassConditionalPipeline, ScoreSDEPipelin
 from scorekit.schedulers import ScoreSDEPCScheduler
 
 
-def build_pipeline(unet, scheduler_kwargs: dict, classifier=None) -> ScoreSDEPipeline:
-    """The pipeline for a trained UNet: class-conditional when it has class embeddings or a classifier."""
+def build_pipeline(unet, scheduler_kwargs: dict, classifier=None, model_defaults: dict | None = None
+                   ) -> ScoreSDEPipeline:
+    """The pipeline for a trained UNet: class-conditional when it has class embeddings or a classifier;
+    ``model_defaults`` (e.g. ``{"likelihood": ...}``) are recorded in its ``model_index.json`` when saved."""
     scheduler = ScoreSDEPCScheduler(**scheduler_kwargs)
     if unet.config.num_class_embeds is not None or classifier is not None:
-        return ScoreSDEClassConditionalPipeline(unet=unet, scheduler=scheduler, classifier=classifier)
-    return ScoreSDEPipeline(unet=unet, scheduler=scheduler)
+        pipe = ScoreSDEClassConditionalPipeline(unet=unet, scheduler=scheduler, classifier=classifier)
+    else:
+        pipe = ScoreSDEPipeline(unet=unet, scheduler=scheduler)
+    pipe.model_defaults = model_defaults or {}
+    return pipe
 
 
 @torch.no_grad()

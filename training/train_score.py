@@ -28,6 +28,7 @@ from scorekit.training.config import (
     build_sde,
     build_unet,
     data_range_for,
+    likelihood_defaults,
     scheduler_config,
     validate_score_args,
 )
@@ -98,12 +99,13 @@ def train(args: argparse.Namespace) -> dict:
     if ema is not None:
         ema.to(accelerator.device)
     sched_kwargs = scheduler_config(args, data_range_for(args.sde))
+    defaults = {"likelihood": likelihood_defaults(args, data_range_for(args.sde))}  # the data's levels
 
     def save_model(model, folder):  # checkpoint-N/ is a pipeline folder (unet/ = training weights) + unet_ema/
-        build_pipeline(model, sched_kwargs).save_pretrained(folder)
+        build_pipeline(model, sched_kwargs, model_defaults=defaults).save_pretrained(folder)
 
     run = setup_run(args, accelerator, unet, dataset, plan, save_model, "unet", ema)
-    samples = SampleWriter(args, accelerator, run, ema, sched_kwargs, num_classes)
+    samples = SampleWriter(args, accelerator, run, ema, sched_kwargs, num_classes, defaults)
     if run.finished:
         result = {"final_loss": run.state.last_loss, "steps": run.state.step, "images_per_second": 0.0}
     else:
@@ -144,9 +146,10 @@ class SampleWriter:
     Everything here runs on the main process and leaves the training state, global RNG included, untouched.
     """
 
-    def __init__(self, args, accelerator, run, ema, sched_kwargs: dict, num_classes: int | None):
+    def __init__(self, args, accelerator, run, ema, sched_kwargs: dict, num_classes: int | None,
+                 model_defaults: dict | None = None):
         self.args, self.accelerator, self.run, self.ema = args, accelerator, run, ema
-        self.sched_kwargs, self.num_classes = sched_kwargs, num_classes
+        self.sched_kwargs, self.num_classes, self.model_defaults = sched_kwargs, num_classes, model_defaults
 
     def after_update(self, step: int) -> None:
         if self.ema is not None:
@@ -175,7 +178,7 @@ class SampleWriter:
         unet = copy.deepcopy(self.accelerator.unwrap_model(self.run.model))  # the training model stays as it is
         if self.ema is not None:
             self.ema.copy_to(unet.parameters())
-        return build_pipeline(unet.float().eval(), self.sched_kwargs)
+        return build_pipeline(unet.float().eval(), self.sched_kwargs, model_defaults=self.model_defaults)
 
     def _grid(self, name: str) -> None:
         args = self.args

@@ -1,20 +1,27 @@
-"""Helpers shared by the subcommands: loading a pipeline, sampler flags, saving PNG grids."""
+"""Helpers shared by the subcommands: loading a pipeline, sampler flags, reading images, saving PNG grids.
+
+Nothing here imports torch, diffusers or the pipelines at module level: the parser is built and the flags checked
+before those imports (see :mod:`scorekit.cli`).
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import os
-
-import torch
+from typing import TYPE_CHECKING
 
 from ..checks import check_count, check_positive
 from ..samplers.registry import REGISTRY, sampler_names
 
+if TYPE_CHECKING:
+    import torch
+
 # Counts every subcommand may take, by argparse dest, with their smallest accepted value; checked by check_cli_args
 # (one validator, scorekit.utils.check_count) before any work, under the flag the user typed.
-COUNT_ARGS = {"batch_size": 1, "num_samples": 1, "nrow": 1, "steps": 1, "n_corrector_steps": 1, "num_probes": 1}
-POSITIVE_ARGS = ("snr", "rtol", "atol")
+COUNT_ARGS = {"batch_size": 1, "num_samples": 1, "nrow": 1, "steps": 1, "n_corrector_steps": 1, "num_probes": 1,
+              "num_particles": 1}
+POSITIVE_ARGS = ("snr", "rtol", "atol", "ess_threshold")
 NON_NEGATIVE_ARGS = ("eta",)
 IMAGE_ARGS = ("image", "mask", "images")  # input image files, checked readable before the model loads
 
@@ -43,16 +50,18 @@ def check_cli_args(args: argparse.Namespace) -> None:
     for dest in POSITIVE_ARGS + NON_NEGATIVE_ARGS:
         if getattr(args, dest, None) is not None:
             check_positive(flag(dest), getattr(args, dest), allow_zero=dest in NON_NEGATIVE_ARGS)
-    if getattr(args, "device", None) is not None:
+    if getattr(args, "device", None) not in (None, "cpu"):
         check_device(args.device)
     for dest in IMAGE_ARGS:
         paths = getattr(args, dest, None)
         for path in [paths] if isinstance(paths, str) else paths or []:
-            open_image(path, flag(dest))
+            read_image(path, flag(dest))
 
 
-def check_device(name: str) -> torch.device:
+def check_device(name: str):
     """``--device NAME`` as a torch device that exists on this machine, else a ValueError naming the flag."""
+    import torch
+
     try:
         device = torch.device(name)
     except (RuntimeError, TypeError) as err:
@@ -125,7 +134,8 @@ def add_sampler_args(parser: argparse.ArgumentParser) -> None:
     offered = {name: REGISTRY[name] for name in sampler_names(standalone=True)}  # not those needing a condition
     lines = "; ".join(f"{name}: {spec.summary}" for name, spec in offered.items())
     g.add_argument("--sampler", choices=list(offered), default=None,
-                   help=f"{lines} (default: what the pipeline's scheduler says)")
+                   help=f"{lines} (default: the model's scheduler's sampler, e.g. dpmsolver++ for the shipped "
+                        f"models; inpaint and colorize switch a deterministic one to sde-dpmsolver++)")
     defaults = ", ".join(f"{name} {spec.default_steps}" for name, spec in offered.items() if spec.grid != "adaptive")
     g.add_argument("--steps", "--num-inference-steps", dest="steps", type=int, default=None,
                    help=f"intervals of the time grid (ald: noise levels; adaptive solvers choose their own); "
@@ -167,37 +177,35 @@ def load_pipeline(path: str, device: str = "cpu", pipeline_class=None):
     return pipe
 
 
-def open_image(path: str, option: str):
-    """Open an image file fully, or raise a one-line error naming the flag (``--image``, ``--mask``, ...)."""
-    import PIL.Image
+def read_image(path: str, option: str = "--image"):
+    """Read an image file as ``(H, W, C)`` floats in [0, 1], every PIL mode by its value range
+    (:func:`scorekit.image_io.read_image`); errors name the flag."""
+    from ..image_io import read_image as read
 
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{option} {path}: no such file")
-    try:
-        with PIL.Image.open(path) as image:
-            image.load()
-            return image.copy()
-    except (OSError, SyntaxError, ValueError) as err:  # PIL.UnidentifiedImageError is an OSError
-        raise ValueError(f"{option} {path}: cannot read it as an image ({type(err).__name__}: {err})") from None
+    return read(path, option)
 
 
-def load_image(path: str, size: tuple[int, int], mode: str = "RGB", option: str = "--image", resize: bool = False):
-    """Open an image as a PIL image of ``mode`` at ``size`` = (width, height).
+def load_image(path: str, size: tuple[int, int], channels: int | None = None, option: str = "--image",
+               resize: bool = False, gray: str = "luma"):
+    """Read an image as ``(H, W, C)`` floats in [0, 1] at ``size`` = (width, height), with ``channels`` channels
+    (``None``: its own; gray made RGB, RGB made gray by ``gray``, see :func:`scorekit.image_io.to_channels`).
 
     An image of another size is an error naming ``option``, unless ``resize`` (the ``--resize`` flag): then it is
-    resized (bicubic; nearest for masks, mode ``"1"``/``"L"`` under ``--mask``) and the resize is printed.
+    resized (bicubic; nearest under ``--mask``) and the resize is printed.
     """
-    import PIL.Image
+    from ..image_io import resize_array, to_channels
 
-    image = open_image(path, option).convert(mode)
-    if image.size == size:
+    image = read_image(path, option)
+    if channels is not None:
+        image = to_channels(image, channels, f"{option} {path}", gray)
+    height, width = image.shape[:2]
+    if (width, height) == tuple(size):
         return image
     if not resize:
-        raise ValueError(f"{option} {path} is {image.size[0]}x{image.size[1]} pixels but the model takes "
+        raise ValueError(f"{option} {path} is {width}x{height} pixels but the model takes "
                          f"{size[0]}x{size[1]}; resize it, or pass --resize")
-    method = PIL.Image.NEAREST if option == "--mask" else PIL.Image.BICUBIC
-    print(f"resized {option} {path} from {image.size[0]}x{image.size[1]} to {size[0]}x{size[1]} (--resize)")
-    return image.resize(size, method)
+    print(f"resized {option} {path} from {width}x{height} to {size[0]}x{size[1]} (--resize)")
+    return resize_array(image, tuple(size), nearest=option == "--mask")
 
 
 def model_size(pipe) -> tuple[int, int]:
@@ -206,12 +214,25 @@ def model_size(pipe) -> tuple[int, int]:
     return (w, h)
 
 
-def to_tensor(image) -> torch.Tensor:
-    """PIL image -> ``(1, C, H, W)`` float tensor in [0, 1] (gray images get 3 identical channels)."""
-    import numpy as np
+def to_tensor(image):
+    """``(H, W, C)`` floats in [0, 1] -> ``(1, 3, H, W)`` float tensor (gray images get 3 identical channels)."""
+    import torch
 
-    arr = np.array(image.convert("RGB"), dtype=np.float32) / 255
-    return torch.from_numpy(arr).permute(2, 0, 1)[None]
+    x = torch.from_numpy(image).permute(2, 0, 1)[None].float()
+    return x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
+
+
+def mark_hole(images: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
+    """``(B, C, H, W)`` images in [0, 1] as RGB with the pixels where ``hole`` (``(B or 1, 1, H, W)``, 1 = missing)
+    is set drawn as a magenta checkerboard, a pattern no photo or grid padding has (a white or gray fill merges with
+    white padding and with the image's own whites and grays)."""
+    import torch
+
+    h, w = images.shape[-2:]
+    checker = ((torch.arange(h)[:, None] + torch.arange(w)[None, :]) % 2).float()
+    magenta = torch.stack([0.6 + 0.4 * checker, 0.1 * checker, 0.6 + 0.4 * checker])  # (3, H, W)
+    rgb = images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
+    return torch.where(hole.bool().expand_as(rgb), magenta.to(rgb), rgb)
 
 
 def save_grid(images: torch.Tensor, path: str, nrow: int = 8) -> str:
@@ -239,6 +260,8 @@ def add_image_command(subparsers, name: str, help: str, description: str, image_
 
 def sample_pipeline(pipe, args: argparse.Namespace, **inputs):
     """Call ``pipe`` with the command line's sampler settings; returns its output (images as a tensor)."""
+    import torch
+
     generator = torch.Generator(device=args.device).manual_seed(args.seed)
     return pipe(batch_size=args.num_samples, num_inference_steps=args.steps, generator=generator, output_type="pt",
                 sampler=args.sampler, **inputs, **sampler_overrides(args))

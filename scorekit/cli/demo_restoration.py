@@ -5,7 +5,8 @@ operator, ``y = A x + sigma_y e`` in the model's range ([-1, 1]), restored by an
 Tasks (:data:`TASKS`): digits inpainting (bottom half), digits 2x super-resolution (4x4 -> 8x8 average pooling),
 photo inpainting (centre 8x8), photo colorization (the gray channel), photo deblurring (circular Gaussian blur,
 sigma = 1 px, 5x5 taps, with noise sigma_y = 0.02 in the model's [-1, 1] units, i.e. 0.01 of the [0, 1] range).
-Methods (:data:`METHODS`): replacement with PC + Langevin or predictor-only, DPS, PiGDM, DDRM.
+Methods (:data:`METHODS`): replacement with PC + Langevin or predictor-only, DPS, PiGDM, DDRM, and the particle
+samplers TDS and MCGdiff (K = :data:`NUM_PARTICLES` particles per returned sample).
 """
 
 from __future__ import annotations
@@ -15,9 +16,24 @@ from dataclasses import dataclass, field
 
 import torch
 
-from scorekit.conditioning import DDRM, DPS, Blur, Downsample, Gray, Mask, Observation, PiGDM, Replacement
+from scorekit.conditioning import (
+    DDRM,
+    DPS,
+    TDS,
+    Blur,
+    Downsample,
+    Gray,
+    Mask,
+    MCGdiff,
+    Observation,
+    PiGDM,
+    Replacement,
+)
+
+from .common import mark_hole
 
 BLUR_SIGMA, BLUR_TAPS, DEBLUR_SIGMA_Y = 1.0, 5, 0.02
+NUM_PARTICLES = 4
 
 
 def gaussian_kernel(sigma: float, taps: int) -> torch.Tensor:
@@ -81,10 +97,10 @@ class Task:
         return y.clamp(0, 1)
 
     def panel(self, y: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
-        """The observation as an image like ``truth`` for a figure: the hole gray, the low-resolution image
-        upsampled by repetition, the gray or blurred image."""
+        """The observation as an image for a figure: the hole as a magenta checkerboard (RGB), the low-resolution
+        image upsampled by repetition, the gray or blurred image (like ``truth``)."""
         if self.kind == "inpaint":
-            return torch.where(self.hole(truth.shape[1:]).bool(), torch.full_like(truth, 0.5), truth)
+            return mark_hole(truth, self.hole(truth.shape[1:])[None])
         if self.kind == "superres":
             return torch.nn.functional.interpolate(y, scale_factor=2, mode="nearest")
         return y.expand_as(truth).clamp(0, 1)
@@ -123,6 +139,10 @@ METHODS = {m.name: m for m in (
            dict(sampler="pc", predictor="ancestral_sampling", corrector="none"), dict(scale=0.5)),
     Method("pigdm", "PiGDM, DDIM eta 1, {steps} steps", PiGDM, dict(sampler="ddim", eta=1.0)),
     Method("ddrm", "DDRM (eta 0.85, eta_b 1), {steps} steps", DDRM, dict(sampler="ddrm")),
+    Method("tds", f"TDS, K = {NUM_PARTICLES} particles x {{steps}} steps", TDS,
+           dict(sampler="tds", num_particles=NUM_PARTICLES)),
+    Method("mcgdiff", f"MCGdiff, K = {NUM_PARTICLES} particles x {{steps}} steps", MCGdiff,
+           dict(sampler="mcgdiff", num_particles=NUM_PARTICLES)),
 )}
 
 
@@ -143,7 +163,8 @@ def restore(pipe, task: Task, truth: torch.Tensor, per_image: int, method: Metho
 
     Returns:
         dict with ``samples`` ``(n, per_image, C, H, W)`` in [0, 1], ``y`` (the observation in [0, 1] units),
-        ``nfe`` (score evaluations per returned sample), ``seconds``, ``method`` (a one-line description).
+        ``nfe`` (score evaluations per returned sample: particles x score calls for a particle sampler),
+        ``seconds``, ``method`` (a one-line description).
     """
     obs, y_unit = observe(pipe, task, truth, seed)
     k = per_image
@@ -154,7 +175,8 @@ def restore(pipe, task: Task, truth: torch.Tensor, per_image: int, method: Metho
                num_inference_steps=steps, generator=g, output_type="pt", **method.settings)
     seconds = time.perf_counter() - start
     samples = res.images.float().reshape(len(truth), k, *truth.shape[1:])
-    return dict(samples=samples, y=y_unit, nfe=res.nfe, seconds=seconds, method=method.describe(steps))
+    nfe = res.nfe * method.settings.get("num_particles", 1)  # the pipeline reports score calls per particle
+    return dict(samples=samples, y=y_unit, nfe=nfe, seconds=seconds, method=method.describe(steps))
 
 
 def coverage(samples: torch.Tensor, truth: torch.Tensor, where: torch.Tensor | None = None) -> float:

@@ -69,7 +69,11 @@ def guided_digits(pipe, out: str, per_class: int, steps: int, scale: float, seed
 
 
 def _comparison(obs: torch.Tensor, samples: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
-    """Rows of observation | samples | truth: ``obs``/``truth`` ``(n, C, H, W)``, ``samples`` ``(n, k, C, H, W)``."""
+    """Rows of observation | samples | truth: ``obs``/``truth`` ``(n, C, H, W)``, ``samples`` ``(n, k, C, H, W)``;
+    gray panels are shown in RGB when the observation is (its hole is marked in colour)."""
+    rgb = obs.shape[1] == 3
+    samples = samples.expand(-1, -1, 3, -1, -1) if rgb else samples
+    truth = truth.expand(-1, 3, -1, -1) if rgb else truth
     return torch.cat([obs[:, None], samples, truth[:, None]], dim=1).flatten(0, 1)
 
 

@@ -7,18 +7,25 @@ right shape and batch, and that a method which needs an SVD gets an operator wit
 - :class:`~scorekit.conditioning.replacement.Replacement` (projection hooks; Song et al. 2021, DDNM);
 - :class:`~scorekit.conditioning.posterior_guidance.DPS` and ``PiGDM`` (likelihood-gradient score wrappers);
 - :class:`DDRM` (Kawar et al. 2022): SVD-space updates in a sampler of their own, ``sampler="ddrm"``
-  (``scorekit.samplers.ddrm``).
+  (``scorekit.samplers.ddrm``);
+- :class:`TDS` (Wu et al. 2023) and :class:`MCGdiff` (Cardoso et al. 2024): particle samplers of their own,
+  ``sampler="tds"`` / ``sampler="mcgdiff"`` (``scorekit.samplers.tds``, ``scorekit.samplers.mcgdiff``).
+
+A method that runs as a sampler of its own is that sampler's ``condition`` in the registry: the observation (and the
+method's own modelling settings, such as DDRM's ``eta`` or TDS's ``data_variance``) always travels in the condition
+object, the sampler's options say only how the sampler runs (steps, particles, resampling, what it returns).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
 from ..sde import SDE
 from ..utils import check_positive
-from .base import Condition
+from .base import Compose, Condition
 from .linear import SVD, Observation
 
 
@@ -82,6 +89,25 @@ class InverseProblem(Condition):
         self.observation.check_samples(tuple(x_T.shape))
         self._sde = sde
 
+    def check_run(self, condition: Condition, shape: tuple[int, ...], options) -> None:
+        """Checks before any work when this condition is the problem of a sampler of its own (the registry's
+        ``condition``: ``sample()`` calls it with the whole ``condition``, the samples' ``shape`` ``(B, ...)`` and
+        the sampler's options): the observation fits the samples, and no other condition beside it has projection
+        hooks, which such a sampler never calls (score wrappers, e.g. guidance, compose).
+
+        Raises:
+            ValueError: naming the mismatch.
+        """
+        if self.observation is not None:
+            self.observation.check_samples(tuple(shape))
+        for other in condition.conditions if isinstance(condition, Compose) else [condition]:
+            hooks = [h for h in ("project", "project_mean", "project_ode", "finalize")
+                     if getattr(type(other), h) is not getattr(Condition, h)]
+            if other is not self and hooks:
+                raise ValueError(f"{self.method} runs as a sampler of its own, which calls no projection hook; a "
+                                 f"condition with projection hooks ({type(other).__name__}.{hooks[0]}) cannot be "
+                                 f"combined with it")
+
     def _bound_sde(self) -> SDE:
         if self._sde is None:
             raise RuntimeError(f"{type(self).__name__} must be bound first: pass it to scorekit.sample(condition=...)")
@@ -120,3 +146,81 @@ class DDRM(InverseProblem):
 
     project = project_mean = project_ode = _not_here
 
+
+class ParticleProblem(InverseProblem):
+    """The problem of a particle sampler (``tds``, ``mcgdiff``): ``sample()`` runs ``K`` particles per sample,
+    ``B * K`` rows (particle ``j`` of sample ``b`` at row ``b * K + j``), and the sampler weighs them against it.
+
+    Its observation is checked against the ``B`` samples asked for (:meth:`check_run`, before any work); ``bind`` then
+    sees the ``B * K`` particles. An operator that differs per sample cannot take the particles and is refused.
+    """
+
+    def check_run(self, condition: Condition, shape: tuple[int, ...], options) -> None:
+        super().check_run(condition, shape, options)
+        if self.observation is not None and self.observation.operator.batch_size is not None:
+            raise ValueError(f"{self.method} runs B * K particles through the operator; a per-sample operator "
+                             f"(batch_size={self.observation.operator.batch_size}) cannot take them: use one operator "
+                             f"for every sample")
+
+    def bind(self, sde: SDE, x_T: torch.Tensor, generator) -> None:
+        self._sde = sde  # x_T: the B * K particles; the observation was checked against the B samples
+
+    def _not_here(self, *args):
+        raise ValueError(f"{self.method} runs as a sampler of its own: pass sampler={self.method.lower()!r} to "
+                         f"scorekit.sample")
+
+    project = project_mean = project_ode = _not_here
+
+
+class TDS(ParticleProblem):
+    """The twisted diffusion sampler's problem (Wu et al. 2023): what ``sampler="tds"`` conditions on
+    (``scorekit.samplers.tds``), ``scorekit.sample(..., sampler="tds", condition=TDS(observation))``.
+
+    Args:
+        observation: ``y = A x + sigma_y e``, any operator (no SVD needed); twisted by the Gaussian
+            ``p~_t(y | x_t) = N(y; A x0_hat, (sigma_y^2 + r_t^2) I)``.
+        log_likelihood: instead of ``observation``, any differentiable ``log p(y | x0)``: ``(N, *event) -> (N,)`` over
+            the ``N = B * K`` particles (rows sample-major: particle ``j`` of sample ``b`` at ``b * K + j``).
+        data_variance: ``tau^2`` of a ΠGDM-style twist variance ``r_t^2 = tau^2 s_t^2 / (s_t^2 + tau^2)``,
+            ``s_t = std_t / alpha_t`` (``None``: TDS's ``r_t = s_t``); with an observation only.
+
+    Raises:
+        ValueError / TypeError: neither or both of ``observation`` and ``log_likelihood``, a ``log_likelihood`` that is
+            not callable, ``data_variance <= 0`` or without an observation.
+    """
+
+    method = "TDS"
+
+    def __init__(self, observation: Observation | None = None, *, log_likelihood: Callable | None = None,
+                 data_variance: float | None = None):
+        if (observation is None) == (log_likelihood is None):
+            raise ValueError("TDS needs exactly one of observation= (an Observation(operator, y, sigma_y)) or "
+                             "log_likelihood= (a differentiable log p(y | x0) -> (B * K,))")
+        if log_likelihood is not None and not callable(log_likelihood):
+            raise TypeError(f"log_likelihood must be callable as log_likelihood(x0) -> (B * K,), got "
+                            f"{type(log_likelihood).__name__}")
+        super().__init__(observation)
+        if data_variance is not None:
+            check_positive("data_variance", data_variance)
+            if observation is None:
+                raise ValueError("data_variance shapes the Gaussian twist of an observation; a log_likelihood= is "
+                                 "used as given")
+        self.log_likelihood = log_likelihood
+        self.data_variance = None if data_variance is None else float(data_variance)
+
+
+class MCGdiff(ParticleProblem):
+    """MCGdiff's problem (Cardoso et al. 2024): the linear-Gaussian observation ``sampler="mcgdiff"`` filters
+    through the operator's SVD (``scorekit.samplers.mcgdiff``),
+    ``scorekit.sample(..., sampler="mcgdiff", condition=MCGdiff(observation))``.
+
+    Args:
+        observation: ``y = A x + sigma_y e`` with an operator that has an SVD.
+    """
+
+    method = "MCGdiff"
+    needs_svd = True
+
+    def __init__(self, observation: Observation):
+        self._check_observation(observation)  # None too: MCGdiff has no other way to learn the problem
+        super().__init__(observation)

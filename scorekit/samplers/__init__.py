@@ -16,6 +16,9 @@ module                 what it holds
 ``edm``                EDM's Heun with churn
 ``adaptive_ei``        adaptive DPM-Solver-12 / -23
 ``ddrm``               DDRM for linear inverse problems (needs ``condition=scorekit.conditioning.DDRM(...)``)
+``smc``                particle machinery: log-weights, ESS, systematic resampling, the final draw
+``tds``                twisted diffusion sampler (needs ``condition=scorekit.conditioning.TDS(...)``)
+``mcgdiff``            MCGdiff, SMC in the operator's SVD (needs ``condition=scorekit.conditioning.MCGdiff(...)``)
 =====================  ====================================================================================
 
 Importing this package (or :mod:`.registry`) does not import torch; the torch-side names below load on first use.

@@ -19,7 +19,7 @@ The numeric policy (:mod:`scorekit.numerics`) is the caller's job: ``x`` and the
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -46,6 +46,10 @@ class RunContext:
         callback: the user's ``callback(i, t, x)`` or ``None``.
         progress: ``True`` for a tqdm bar, or a callable wrapping the step range.
         times: the grid times in the compute dtype on the state's device (``(steps + 1,)``), or ``None``.
+        callback_steps: the callback calls made so far (``info["callback_steps"]``).
+        particle_info: what a particle sampler's loop reports (its ESS trace, resampling steps, log-weights):
+            ``sample()`` returns it in ``info["particles"]`` beside the particle count and the NFE per particle and
+            per returned sample.
     """
 
     score_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -59,6 +63,7 @@ class RunContext:
     progress: bool | Callable[[Iterable], Iterable] = False
     times: torch.Tensor | None = None
     callback_steps: int = 0
+    particle_info: dict = field(default_factory=dict)
 
     def iterate(self, n: int) -> Iterable[int]:
         """``range(n)`` through the progress bar."""

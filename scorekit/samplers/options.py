@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from ..checks import check_bool, check_choice, check_positive
+from ..checks import check_bool, check_choice, check_count, check_positive
 
 PREDICTORS = ("reverse_diffusion", "euler_maruyama", "ancestral_sampling", "none")
 PREDICTOR_ALIASES = {"euler": "euler_maruyama", "em": "euler_maruyama", "ancestral": "ancestral_sampling"}
@@ -321,3 +321,42 @@ class DDRMOptions(SamplerOptions):
     ``sampler="ddrm"`` needs."""
 
     name: ClassVar[str] = "ddrm"
+
+
+@dataclass(frozen=True, eq=False)
+class ParticleOptions(SamplerOptions):
+    """Settings every particle sampler shares: sequential Monte Carlo over ``K`` particles per returned sample
+    (``scorekit.samplers.smc``). The problem (observation, likelihood) is the sampler's condition's."""
+
+    num_particles: int = option(16, "K, the particles per sample (>= 1; 1: the sampler's proposal alone, without "
+                                "weights); a returned sample costs K times the NFE", flag_type=int)
+    ess_threshold: float = option(0.5, "resample a sample's particles when their effective sample size falls below "
+                                  "ess_threshold * K; in (0, 1] (1: at every step)", flag_type=float)
+    return_particles: bool = option(False, "return all K weighted particles, (B, K, ...), with their log-weights in "
+                                    "info['particles'], instead of one draw per sample (scorekit.sample only)")
+
+    def validate(self) -> None:
+        check_count("num_particles", self.num_particles)
+        check_positive("ess_threshold", self.ess_threshold)
+        if self.ess_threshold > 1:
+            raise ValueError(f"ess_threshold must be in (0, 1] (resample when ESS < ess_threshold * num_particles), "
+                             f"got {self.ess_threshold!r}")
+        if not isinstance(self.return_particles, bool):
+            raise ValueError(f"return_particles must be True or False, got {self.return_particles!r}")
+
+
+@dataclass(frozen=True, eq=False)
+class TDSOptions(ParticleOptions):
+    """The twisted diffusion sampler (Wu et al. 2023) on the uniform time grid; its problem is the condition's,
+    ``scorekit.conditioning.TDS(observation | log_likelihood=..., data_variance=...)``, which ``sampler="tds"``
+    needs."""
+
+    name: ClassVar[str] = "tds"
+
+
+@dataclass(frozen=True, eq=False)
+class MCGdiffOptions(ParticleOptions):
+    """MCGdiff (Cardoso et al. 2024) on the uniform time grid; its observation is the condition's,
+    ``scorekit.conditioning.MCGdiff(observation)`` (an operator with an SVD), which ``sampler="mcgdiff"`` needs."""
+
+    name: ClassVar[str] = "mcgdiff"

@@ -194,3 +194,15 @@ register(SamplerSpec(
     "ddrm", o.DDRMOptions, "scorekit.samplers.ddrm:ddrm_loop", 20, condition="scorekit.conditioning.inverse:DDRM",
     summary="DDRM for linear inverse problems (Kawar et al. 2022): SVD-space updates, no network gradients; needs "
             "`condition=DDRM(observation, eta, eta_b)`", nfe="`steps`, plus 1 for denoising"))
+register(SamplerSpec(
+    "tds", o.TDSOptions, "scorekit.samplers.tds:tds_loop", 100, particles="num_particles",
+    condition="scorekit.conditioning.inverse:TDS",
+    summary="twisted diffusion sampler (Wu et al. 2023): SMC with K particles per sample, exact as K grows; any "
+            "observation or differentiable likelihood; needs `condition=TDS(observation)`",
+    nfe="`steps + 1` per particle (with a network gradient each), `K (steps + 1)` per returned sample"))
+register(SamplerSpec(
+    "mcgdiff", o.MCGdiffOptions, "scorekit.samplers.mcgdiff:mcgdiff_loop", 100, particles="num_particles",
+    condition="scorekit.conditioning.inverse:MCGdiff",
+    summary="MCGdiff (Cardoso et al. 2024): SMC in the operator's SVD with K particles per sample, exact as K grows, "
+            "no network gradients; needs `condition=MCGdiff(observation)`",
+    nfe="`steps` per particle, plus 1 for denoising; K times that per returned sample"))
