@@ -7,7 +7,15 @@ import math
 import pytest
 import torch
 
-from scorekit.cli.demo_restoration import METHODS, TASKS, coverage, expected_coverage, gaussian_kernel, observe
+from scorekit.cli.demo_restoration import (
+    METHODS,
+    TASKS,
+    clipped,
+    coverage,
+    expected_coverage,
+    gaussian_kernel,
+    observe,
+)
 from scorekit.pipelines import ScoreSDEPipeline
 
 
@@ -47,3 +55,12 @@ def test_blur_kernel_is_a_normalized_gaussian():
     k = gaussian_kernel(1.0, 5)
     assert k.shape == (5, 5) and float(k.sum()) == pytest.approx(1.0) and k[2, 2] == k.max()
     assert set(METHODS) >= {"replacement-pc", "replacement", "dps", "pigdm", "ddrm"}
+
+
+def test_restorations_clip_the_denoised_estimate_without_touching_the_model():
+    photos = ScoreSDEPipeline.from_pretrained("scorekit/photos")
+    assert clipped(photos) is photos  # it clips already
+    digits = ScoreSDEPipeline.from_pretrained("scorekit/digits-unconditional")
+    other = clipped(digits)
+    assert other.scheduler.config.clip_sample and other.unet is digits.unet
+    assert not digits.scheduler.config.clip_sample

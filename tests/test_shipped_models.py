@@ -59,6 +59,7 @@ def test_digits_model_is_cfg_capable_with_classifier_and_samples():
 def test_digits_unconditional_model_is_unconditional_records_its_levels_and_samples():
     pipe = ScoreSDEPipeline.from_pretrained("scorekit/digits-unconditional")
     assert pipe.unet.config.num_class_embeds is None and pipe.unet.config.sample_size == 8
+    assert pipe.scheduler.sample_kwargs()["sampler"] == "dpmsolver++" and not pipe.scheduler.config.clip_sample
     index = json.loads((Path(shipped_model_path("scorekit/digits-unconditional")) / "model_index.json").read_text())
     assert index["_scorekit"]["likelihood"] == {"num_levels": 17, "data_range": [-17 / 16, 17 / 16]}
     out = pipe(batch_size=2, num_inference_steps=2, sampler="ddim", generator=torch.Generator().manual_seed(0),

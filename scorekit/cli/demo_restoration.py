@@ -7,6 +7,13 @@ photo inpainting (centre 8x8), photo colorization (the gray channel), photo debl
 sigma = 1 px, 5x5 taps, with noise sigma_y = 0.02 in the model's [-1, 1] units, i.e. 0.01 of the [0, 1] range).
 Methods (:data:`METHODS`): replacement with PC + Langevin or predictor-only, DPS, PiGDM, DDRM, and the particle
 samplers TDS and MCGdiff (K = :data:`NUM_PARTICLES` particles per returned sample).
+
+Every restoration clips the denoised estimate ``x0 = (x + std^2 score) / alpha`` to the data range at each score
+evaluation (the schedulers' ``clip_sample=True``, which ``scorekit/photos`` sets itself; :func:`clipped`). Through
+the unclipped ``scorekit/digits-unconditional`` the likelihood gradient of PiGDM diverges (non-finite at t ~ 0.9 of
+a 100-step run): it carries the network's Jacobian of ``x0``, divided by ``alpha(t)`` (0.017 at t = 0.9), and the
+clip zeroes it where ``x0`` is out of range. Replacement (PC + Langevin, 100 steps) and DDRM (20 steps) inpaint 8
+test digits to the same PSNR (within 0.02 dB) with and without it.
 """
 
 from __future__ import annotations
@@ -158,8 +165,22 @@ def observe(pipe, task: Task, truth: torch.Tensor, seed: int) -> tuple[Observati
     return Observation(op, y, task.sigma_y), (y - lo) / (hi - lo)
 
 
+def clipped(pipe):
+    """``pipe``, or a :class:`~scorekit.pipelines.ScoreSDEPipeline` over its UNet whose scheduler clips the denoised
+    estimate to the data range (``clip_sample=True``) when ``pipe``'s does not (module doc)."""
+    from scorekit.pipelines import ScoreSDEPipeline
+
+    if pipe.scheduler.config.get("clip_sample", False):
+        return pipe
+    other = ScoreSDEPipeline(unet=pipe.unet, scheduler=type(pipe.scheduler).from_config(pipe.scheduler.config,
+                                                                                          clip_sample=True))
+    other.set_progress_bar_config(**getattr(pipe, "_progress_bar_config", {}))
+    return other
+
+
 def restore(pipe, task: Task, truth: torch.Tensor, per_image: int, method: Method, steps: int, seed: int) -> dict:
-    """``per_image`` restorations of each image of ``truth`` ``(n, C, H, W)`` in [0, 1] with ``method``.
+    """``per_image`` restorations of each image of ``truth`` ``(n, C, H, W)`` in [0, 1] with ``method``, by
+    :func:`clipped` ``(pipe)``.
 
     Returns:
         dict with ``samples`` ``(n, per_image, C, H, W)`` in [0, 1], ``y`` (the observation in [0, 1] units),
@@ -171,8 +192,8 @@ def restore(pipe, task: Task, truth: torch.Tensor, per_image: int, method: Metho
     batch = Observation(obs.operator, obs.y.repeat_interleave(k, 0), obs.sigma_y)
     g = torch.Generator().manual_seed(seed)
     start = time.perf_counter()
-    res = pipe(batch_size=len(truth) * k, condition=method.condition(batch, **method.condition_kwargs),
-               num_inference_steps=steps, generator=g, output_type="pt", **method.settings)
+    res = clipped(pipe)(batch_size=len(truth) * k, condition=method.condition(batch, **method.condition_kwargs),
+                        num_inference_steps=steps, generator=g, output_type="pt", **method.settings)
     seconds = time.perf_counter() - start
     samples = res.images.float().reshape(len(truth), k, *truth.shape[1:])
     nfe = res.nfe * method.settings.get("num_particles", 1)  # the pipeline reports score calls per particle
