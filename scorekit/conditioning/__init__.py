@@ -6,7 +6,18 @@ from .colorize import DECOUPLE, Colorize, gray_chroma_to_rgb, rgb_to_gray_chroma
 from .guidance import ClassifierGuidance, classifier_guidance
 from .inpaint import Inpaint
 from .inverse import DDRM, TDS, InverseProblem, MCGdiff, ParticleProblem
-from .operators import SVD, Blur, Downsample, Gray, LinearOperator, Mask, Matrix, Observation
+from .operators import (
+    SVD,
+    Blur,
+    Downsample,
+    Gray,
+    LinearOperator,
+    Mask,
+    Matrix,
+    Observation,
+    box_kernel,
+    gaussian_kernel,
+)
 from .posterior_guidance import DPS, PiGDM
 from .replacement import Replacement
 
@@ -15,4 +26,5 @@ __all__ = [
     "gray_chroma_to_rgb", "ClassifierGuidance", "classifier_guidance",
     "InverseProblem", "Replacement", "DDRM", "DPS", "PiGDM", "ParticleProblem", "TDS", "MCGdiff",
     "LinearOperator", "SVD", "Observation", "Mask", "Gray", "Downsample", "Blur", "Matrix",
+    "gaussian_kernel", "box_kernel",
 ]
