@@ -99,3 +99,22 @@ def get_method(name: Any) -> MethodSpec:
 def method_of_sampler(sampler: str) -> MethodSpec | None:
     """The method whose own sampler ``sampler`` is (``"tds"`` -> ``tds``), or ``None``."""
     return next((m for m in METHODS.values() if m.sampler == sampler), None)
+
+
+def add_method_flags(parser) -> None:
+    """Add ``--method``, ``--num-particles``, ``--sampler`` and ``--steps`` to an ``argparse`` parser, for scripts
+    that call a restoration pipeline (``examples/``; :func:`method_arguments` turns them into its arguments)."""
+    from .samplers.registry import sampler_names
+
+    parser.add_argument("--method", choices=list(METHODS), default="replacement", help="restoration method")
+    parser.add_argument("--num-particles", type=int, default=None, help="particles per sample (tds, mcgdiff)")
+    parser.add_argument("--sampler", choices=sampler_names(standalone=True), default=None,
+                        help="sampler of replacement, dps, pigdm (default: the method's; replacement: the model's, "
+                             "made stochastic)")
+    parser.add_argument("--steps", type=int, default=None, help="time steps (default: the sampler's)")
+
+
+def method_arguments(args) -> dict[str, Any]:
+    """The restoration pipeline's keyword arguments from :func:`add_method_flags`'s flags."""
+    return dict(method=args.method, num_particles=args.num_particles, sampler=args.sampler,
+                num_inference_steps=args.steps)

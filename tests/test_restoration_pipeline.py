@@ -310,3 +310,18 @@ def test_preset_errors_name_their_own_arguments():
     with pytest.raises(ValueError, match="noise_std must be"):
         pipe(image=truth(), mask_image=masks[:1], noise_std=-1.0, num_inference_steps=2)
     assert calls == []
+
+
+def test_blur_kernels_sum_to_one_and_keep_constants():
+    """The deblurring kernels are normalized and symmetric, so Blur keeps a constant image (A 1 = 1, to float64
+    rounding), which the [0, 1] -> model-range map of image observations relies on only through A 1 itself."""
+    from scorekit.conditioning import box_kernel
+
+    for kernel in (gaussian_kernel(1.0, 5), gaussian_kernel(0.7, 4), box_kernel(3)):
+        assert abs(float(kernel.sum()) - 1) < 1e-15 and torch.equal(kernel, kernel.flip(0, 1))
+        ones = torch.ones(1, *SHAPE, dtype=torch.float64)
+        torch.testing.assert_close(Blur(kernel, SHAPE)(ones), ones, atol=1e-14, rtol=0)
+    with pytest.raises(ValueError, match="sigma must be > 0"):
+        gaussian_kernel(0.0, 5)
+    with pytest.raises(ValueError, match="size must be an integer >= 1"):
+        box_kernel(0)

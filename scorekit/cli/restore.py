@@ -65,6 +65,15 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
+def register_preset(subparsers, task: str, help: str, description: str) -> None:
+    """``scorekit inpaint`` / ``scorekit colorize``: this command with ``--task`` fixed, the sample count spelled
+    ``--num-samples`` as before ``restore`` existed."""
+    p = subparsers.add_parser(task, help=help, description=description,
+                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_restore_args(p, tasks=[task], samples_flag="--num-samples")
+    p.set_defaults(func=run, task=task)
+
+
 def add_restore_args(p: argparse.ArgumentParser, tasks: list[str], samples_flag: str) -> None:
     """The flags of ``scorekit restore`` for ``tasks`` (every task's own flags for ``restore``; one task's for the
     ``inpaint`` / ``colorize`` presets), with the sample count spelled ``samples_flag``."""

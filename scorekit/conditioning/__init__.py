@@ -2,22 +2,12 @@
 operators of inverse problems (``y = A x + sigma_y e``)."""
 
 from .base import Compose, Condition
+from .blur_kernels import box_kernel, gaussian_kernel
 from .colorize import DECOUPLE, Colorize, gray_chroma_to_rgb, rgb_to_gray_chroma
 from .guidance import ClassifierGuidance, classifier_guidance
 from .inpaint import Inpaint
 from .inverse import DDRM, TDS, InverseProblem, MCGdiff, ParticleProblem
-from .operators import (
-    SVD,
-    Blur,
-    Downsample,
-    Gray,
-    LinearOperator,
-    Mask,
-    Matrix,
-    Observation,
-    box_kernel,
-    gaussian_kernel,
-)
+from .operators import SVD, Blur, Downsample, Gray, LinearOperator, Mask, Matrix, Observation
 from .posterior_guidance import DPS, PiGDM
 from .replacement import Replacement
 

@@ -21,12 +21,10 @@ import numbers
 
 import torch
 
-from ..checks import check_count, check_positive
 from .linear import SVD, ComposedOperator, LinearOperator, Observation, _check_shape, adjointness_error, svd_errors
 
 __all__ = ["LinearOperator", "SVD", "Observation", "ComposedOperator", "Mask", "Gray", "Downsample", "Blur", "Matrix",
-           "gaussian_kernel", "box_kernel", "DECOUPLE", "rgb_to_gray_chroma", "gray_chroma_to_rgb",
-           "adjointness_error", "svd_errors"]
+           "DECOUPLE", "rgb_to_gray_chroma", "gray_chroma_to_rgb", "adjointness_error", "svd_errors"]
 
 # Rows: gray (1, 1, 1)/sqrt(3), then two orthonormal chroma directions (1, -1, 0)/sqrt(2) and (1, 1, -2)/sqrt(6).
 DECOUPLE = torch.tensor(
@@ -298,22 +296,6 @@ class Blur(LinearOperator):
     @property
     def svd(self) -> SVD:
         return self._svd
-
-
-def gaussian_kernel(sigma: float, size: int) -> torch.Tensor:
-    """A normalized 2-D Gaussian blur kernel ``(size, size)`` (float64, sums to 1) of standard deviation ``sigma``
-    pixels, for :class:`Blur` (deblurring: ``sigma = 1``, ``size = 5`` in ``scorekit restore --task deblur``)."""
-    check_positive("sigma", sigma)
-    check_count("size", size)
-    r = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
-    k = torch.exp(-(r**2) / (2 * sigma**2))
-    return torch.outer(k, k) / k.sum() ** 2
-
-
-def box_kernel(size: int) -> torch.Tensor:
-    """A normalized 2-D box (moving-average) kernel ``(size, size)`` (float64, sums to 1), for :class:`Blur`."""
-    check_count("size", size)
-    return torch.full((size, size), 1 / size**2, dtype=torch.float64)
 
 
 class Matrix(LinearOperator):
