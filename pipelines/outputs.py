@@ -24,6 +24,30 @@ class ScoreSDEPipelineOutput(BaseOutput):
 
 
 @dataclass
+class ScoreSDERestorationOutput(ScoreSDEPipelineOutput):
+    """Output of :class:`~scorekit.pipelines.ScoreSDERestorationPipeline` (and the inpainting and colorization
+    pipelines over it).
+
+    Args:
+        images: the ``B`` restorations (``B * K`` with ``return_particles=True``: the ``K`` particles of sample 0,
+            then of sample 1, ...), as PIL images, numpy ``(N, H, W, C)`` or a tensor ``(N, C, H, W)`` in [0, 1].
+        nfe: score evaluations of the run, each on the whole batch: for a particle method (``tds``, ``mcgdiff``),
+            whose batch is the ``B * K`` particles, the NFE per particle. With ``dps``, ``pigdm`` and ``tds`` each
+            evaluation also takes a vector-Jacobian product through the network.
+        nfe_per_sample: network evaluations one returned sample cost: ``K * nfe`` for a particle method, ``nfe``
+            otherwise.
+        sampler: the sampler that ran.
+        particles: for a particle method, ``scorekit.sample``'s ``info["particles"]``: ``num_particles``, the ESS
+            trace ``ess`` ``(steps + 1, B)``, ``resampled`` ``(steps, B)``, ``num_resampling`` ``(B,)`` and, with
+            ``return_particles=True``, the normalized ``log_weights`` ``(B, K)``; ``None`` otherwise.
+    """
+
+    nfe_per_sample: int = 0
+    sampler: str = ""
+    particles: dict | None = None
+
+
+@dataclass
 class ScoreSDELikelihoodOutput(BaseOutput):
     """Output of :meth:`ScoreSDEPipeline.log_likelihood`.
 

@@ -78,6 +78,7 @@ class ScoreSDEPipeline(LikelihoodMixin, DiffusionPipeline):
 
     model_cpu_offload_seq = "unet"
     _callback_tensor_inputs = ["latents"]
+    returns_particles = False  # whether return_particles=True is honoured (ScoreSDERestorationPipeline)
 
     def __init__(self, unet, scheduler):
         super().__init__()
@@ -368,8 +369,9 @@ class ScoreSDEPipeline(LikelihoodMixin, DiffusionPipeline):
                 ``ess_threshold`` are the particle samplers' (``sampler="tds"`` with ``condition=TDS(observation)``,
                 ``sampler="mcgdiff"`` with ``condition=MCGdiff(observation)``): an image then costs ``K`` times the
                 NFE the output reports (``nfe``: score calls, each on all ``K`` particles of every image).
-            return_particles: a particle sampler's setting that pipelines refuse (they return one image per sample);
-                ``scorekit.sample(..., return_particles=True)`` returns the ``K`` weighted particles.
+            return_particles: a particle sampler's setting: ``ScoreSDERestorationPipeline`` returns the ``K``
+                weighted particles of each sample with it, the other pipelines (one image per sample) refuse it, as
+                ``scorekit.sample(..., return_particles=True)`` returns them.
             sampler_options: further settings as a mapping (a plug-in sampler's own), merged with the above.
             **other_arguments: refused: an argument of another pipeline (``guidance_scale``, ``class_labels``,
                 ``image``, ``mask_image``) is a ValueError naming the pipeline that takes it; anything else a
@@ -380,9 +382,10 @@ class ScoreSDEPipeline(LikelihoodMixin, DiffusionPipeline):
         sampler_overrides = {**{k: v for k, v in given.items() if v is not None}, **dict(sampler_options or {})}
         self.check_inputs(batch_size, num_inference_steps, output_type, sampler, generator, latents)
         check_pipeline_arguments(type(self).__name__, other_arguments, sampler_overrides)
-        if sampler_overrides.get("return_particles"):
-            raise ValueError("return_particles=True is for scorekit.sample, which returns the K weighted particles "
-                             "(B, K, ...) with their log-weights; a pipeline returns one image per sample")
+        if sampler_overrides.get("return_particles") and not self.returns_particles:
+            raise ValueError("return_particles=True is for ScoreSDERestorationPipeline and scorekit.sample, which "
+                             "return the K weighted particles with their log-weights; this pipeline returns one image "
+                             "per sample")
         if self.scheduler.config.get("discretization", "continuous") == "discrete":
             unsupported = {"sampler": sampler, "condition": condition, "callback_on_step_end": callback_on_step_end,
                            "score_fn": score_fn, **sampler_overrides}
@@ -396,6 +399,11 @@ class ScoreSDEPipeline(LikelihoodMixin, DiffusionPipeline):
             callback=self._step_callback(callback_on_step_end, callback_on_step_end_tensor_inputs or ["latents"]),
             **kwargs,
         )
+        return self.output(x, info, output_type, return_dict)
+
+    def output(self, x: torch.Tensor, info: dict[str, Any], output_type: str, return_dict: bool):
+        """The call's result from ``scorekit.sample``'s ``(x, info)``: a :class:`ScoreSDEPipelineOutput`, or
+        ``(images, nfe)`` without ``return_dict`` (subclasses report more)."""
         images = self.postprocess(x, output_type)
         self.maybe_free_model_hooks()
         if not return_dict:
@@ -422,6 +430,7 @@ OTHER_PIPELINES_ARGS = {
     "class_labels": "ScoreSDEClassConditionalPipeline", "guidance_scale": "ScoreSDEClassConditionalPipeline",
     "classifier_scale": "ScoreSDEClassConditionalPipeline", "image": "ScoreSDEInpaintPipeline or "
     "ScoreSDEColorizationPipeline", "mask_image": "ScoreSDEInpaintPipeline",
+    **dict.fromkeys(("observation", "operator", "noise_std", "method_options"), "ScoreSDERestorationPipeline"),
 }
 
 

@@ -1,34 +1,30 @@
 """Controllable generation pipelines (Song et al. 2021, §5): class-conditional, inpainting and colorization.
 
 Each is a :class:`ScoreSDEPipeline` that builds a scorekit condition from its inputs and hands it to the same
-sampler, so every registered sampler works with every conditioner. ``**kwargs`` of their ``__call__`` are exactly
+sampler, so every registered sampler works with every conditioner; inpainting and colorization are presets of
+:class:`~scorekit.pipelines.ScoreSDERestorationPipeline` (an operator and an observation built from ``image``), so
+they take every restoration method too. ``**kwargs`` of their ``__call__`` are exactly
 the keyword arguments of :meth:`ScoreSDEPipeline.__call__` (the sampler settings among them), checked there.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from diffusers.image_processor import VaeImageProcessor
-from diffusers.utils import logging
 
-from scorekit.conditioning import ClassifierGuidance, Colorize, Compose, Inpaint
+from scorekit.conditioning import ClassifierGuidance, Compose, Gray, Mask
 from scorekit.conditioning.guidance import as_labels
 from scorekit.models import classifier_log_prob_fn
 from scorekit.score import model_score_fn
 
 from .image_inputs import images_to_unit
-from .model_defaults import replacement_sampler
-from .pipeline_score_sde import (
-    SAMPLER_SETTINGS,
-    ScoreSDEPipeline,
-    ScoreSDEPipelineOutput,
-    labelled_unet,
-    null_class_label,
-)
-
-logger = logging.get_logger(__name__)
+from .outputs import ScoreSDERestorationOutput
+from .pipeline_score_sde import ScoreSDEPipeline, ScoreSDEPipelineOutput, labelled_unet, null_class_label
+from .pipeline_score_sde_restoration import ScoreSDERestorationPipeline
 
 
 class ScoreSDEClassConditionalPipeline(ScoreSDEPipeline):
@@ -145,8 +141,10 @@ def _check_guidance_scale(name: str, value) -> None:
         raise ValueError(f"{name} must be a finite number (1 = the conditional score), got {value!r}")
 
 
-class ScoreSDEInpaintPipeline(ScoreSDEPipeline):
-    """Inpainting by the replacement method: the known pixels of ``image`` are kept, the rest generated.
+class ScoreSDEInpaintPipeline(ScoreSDERestorationPipeline):
+    """Inpainting: the known pixels of ``image`` are observed, the rest generated; a preset of
+    :class:`~scorekit.pipelines.ScoreSDERestorationPipeline` with the :class:`~scorekit.conditioning.Mask` operator
+    (by default the replacement method, Song et al. 2021).
 
     Mask convention as diffusers' inpainting pipelines: **white (1) = repaint**, black (0) = keep.
     """
@@ -157,18 +155,29 @@ class ScoreSDEInpaintPipeline(ScoreSDEPipeline):
                                                 do_convert_grayscale=True)
 
     @torch.no_grad()
-    def __call__(self, image, mask_image, batch_size: int | None = None, **kwargs) -> ScoreSDEPipelineOutput:
+    def __call__(self, image, mask_image, batch_size: int | None = None, method: str = "replacement",
+                 noise_std: float | None = None, num_particles: int | None = None,
+                 method_options: Mapping[str, Any] | None = None, **kwargs) -> ScoreSDERestorationOutput | tuple:
         """Inpaint ``image`` where ``mask_image`` is white.
 
         Args:
             image: PIL image(s), numpy ``(B, H, W, C)`` or torch ``(B, C, H, W)`` in [0, 1], of the model's size.
             mask_image: binary PIL / numpy / torch mask of the same height and width, one channel (or the same
-                channels as the image); white (1) is repainted, black (0) kept.
+                channels as the image); white (1) is repainted, black (0) kept. A batch of masks is one per sample.
             batch_size: samples to draw; defaults to the number of images (one image is shared by all samples).
+            method, noise_std, num_particles, method_options: as :meth:`ScoreSDERestorationPipeline.__call__`
+                (``noise_std`` in the model's data units: the known pixels' noise).
             **kwargs: everything :meth:`ScoreSDEPipeline.__call__` takes.
         """
         x = self.preprocess(image, name="image")
         self._check_image_size(x, "image")
+        known = self._known_pixels(mask_image, x)
+        operator = Mask(known if known.shape[0] > 1 else known[0], tuple(x.shape[1:]))
+        return self.restore(x, operator, noise_std, method, num_particles, batch_size, method_options,
+                            kwargs.pop("sampler", None), kwargs, name="image")
+
+    def _known_pixels(self, mask_image, x: torch.Tensor) -> torch.Tensor:
+        """``(1 or B, 1 or C, H, W)`` bool, True where ``mask_image`` is black (kept); checked against ``x``."""
         mask = images_to_unit(mask_image, self.mask_processor, "mask_image", channels=1).to(x.device)
         if mask.shape[1] not in (1, x.shape[1]) or mask.shape[0] not in (1, x.shape[0]):
             raise ValueError(f"mask_image has shape {tuple(mask.shape)}; expected (1 or {x.shape[0]}, 1 or "
@@ -179,24 +188,7 @@ class ScoreSDEInpaintPipeline(ScoreSDEPipeline):
         if soft.any():
             raise ValueError(f"mask_image must be binary (black = keep, white = repaint), got values such as "
                              f"{mask[soft][:3].tolist()}; threshold it first")
-        known = mask < 0.5  # diffusers' convention: white = repaint
-        kwargs = self._replacement_defaults(kwargs)
-        batch_size = x.shape[0] if batch_size is None else batch_size
-        return super().__call__(batch_size=batch_size, condition=Inpaint(x, known), **kwargs)
-
-    def _replacement_defaults(self, kwargs: dict) -> dict:
-        """``kwargs`` with a stochastic default sampler when none is named and the scheduler's own draws no noise
-        (replacement conditioning needs fresh noise at every step, :func:`replacement_sampler`); a deterministic
-        sampler asked for by name runs, with a warning."""
-        if kwargs.get("sampler") is None and self.scheduler.config.get("discretization", "continuous") != "discrete":
-            kwargs = {**kwargs, "sampler": replacement_sampler(self.scheduler)}
-        overrides = {k: v for k, v in kwargs.items() if k in SAMPLER_SETTINGS and v is not None and k != "denoise"}
-        opts = self.sampler_options(kwargs.get("sampler"), {**overrides, **(kwargs.get("sampler_options") or {})})
-        if opts.deterministic:  # the registry's options know (DDIM with eta = 0, EDM without churn, ...)
-            logger.warning("replacement conditioning with a deterministic sampler (%s) is biased against the exact "
-                           "conditional (benchmarks/conditional.py); a stochastic one (sde-dpmsolver++, or pc with a "
-                           "Langevin corrector) is recommended", opts.name)
-        return kwargs
+        return mask < 0.5  # diffusers' convention: white = repaint
 
     def _check_image_size(self, x: torch.Tensor, name: str) -> None:
         want = tuple(self.sample_shape(1)[2:])
@@ -205,30 +197,34 @@ class ScoreSDEInpaintPipeline(ScoreSDEPipeline):
 
 
 class ScoreSDEColorizationPipeline(ScoreSDEInpaintPipeline):
-    """Colorization: RGB samples whose channel mean equals the given gray image (replacement in the gray/chroma
-    basis)."""
+    """Colorization: RGB samples whose channel mean equals the given gray image; a preset of
+    :class:`~scorekit.pipelines.ScoreSDERestorationPipeline` with the :class:`~scorekit.conditioning.Gray` operator
+    (by default the replacement method in the gray/chroma basis)."""
 
     @torch.no_grad()
-    def __call__(self, image, batch_size: int | None = None, **kwargs) -> ScoreSDEPipelineOutput:
+    def __call__(self, image, batch_size: int | None = None, method: str = "replacement",
+                 noise_std: float | None = None, num_particles: int | None = None,
+                 method_options: Mapping[str, Any] | None = None, **kwargs) -> ScoreSDERestorationOutput | tuple:
         """Colorize ``image`` (gray, or RGB made gray as the mean of its channels).
 
         Args:
             image: PIL image(s) (any mode; converted to gray), numpy ``(B, H, W, C)`` or torch ``(B, C, H, W)`` in
                 [0, 1] with 1 or 3 channels, of the model's size.
             batch_size: samples to draw; defaults to the number of images.
+            method, noise_std, num_particles, method_options: as :meth:`ScoreSDERestorationPipeline.__call__`.
             **kwargs: everything :meth:`ScoreSDEPipeline.__call__` takes.
         """
         if self.unet.config.in_channels != 3:
             raise ValueError(f"colorization needs an RGB model (in_channels=3), got {self.unet.config.in_channels}")
         gray = self._gray(image)
-        kwargs = self._replacement_defaults(kwargs)
         self._check_image_size(gray, "image")
-        batch_size = gray.shape[0] if batch_size is None else batch_size
-        return ScoreSDEPipeline.__call__(self, batch_size=batch_size, condition=Colorize(gray), **kwargs)
+        operator = Gray((3, *gray.shape[2:]))
+        return self.restore(gray, operator, noise_std, method, num_particles, batch_size, method_options,
+                            kwargs.pop("sampler", None), kwargs, name="image")
 
     def _gray(self, image) -> torch.Tensor:
-        """The gray image (mean of R, G, B: what :class:`~scorekit.Colorize` fixes) in the model's data range,
-        ``(B, 1, H, W)``; PIL images of any mode are read by their value range (:mod:`scorekit.image_io`)."""
+        """The gray image (mean of R, G, B: what :class:`~scorekit.conditioning.Gray` observes) in the model's data
+        range, ``(B, 1, H, W)``; PIL images of any mode are read by their value range (:mod:`scorekit.image_io`)."""
         x = images_to_unit(image, self.image_processor, "image")
         if x.shape[1] not in (1, 3):
             raise ValueError(f"image must have 1 (gray) or 3 (RGB) channels, got {x.shape[1]}")

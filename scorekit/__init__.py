@@ -26,7 +26,8 @@ _LAZY = {
     "model_score_fn": "scorekit.score",
     **dict.fromkeys(["SDE", "SDES", "VESDE", "VPSDE", "SubVPSDE", "DiscreteVPSDE", "get_sde"], "scorekit.sde"),
     **dict.fromkeys(["ScoreSDEPipeline", "ScoreSDEPipelineOutput", "ScoreSDEClassConditionalPipeline",
-                     "ScoreSDEInpaintPipeline", "ScoreSDEColorizationPipeline"], "scorekit.pipelines"),
+                     "ScoreSDEInpaintPipeline", "ScoreSDEColorizationPipeline", "ScoreSDERestorationPipeline",
+                     "ScoreSDERestorationOutput"], "scorekit.pipelines"),
     **dict.fromkeys(["ScoreSDEPCScheduler", "ScoreSDEODEScheduler"], "scorekit.schedulers"),
     **dict.fromkeys(["TimeClassifierModel", "classifier_log_prob_fn"], "scorekit.models"),
 }

@@ -20,7 +20,7 @@ import importlib.util
 import sys
 
 PIPELINE_CLASSES = ("ScoreSDEPipeline", "ScoreSDEClassConditionalPipeline", "ScoreSDEInpaintPipeline",
-                    "ScoreSDEColorizationPipeline")
+                    "ScoreSDEColorizationPipeline", "ScoreSDERestorationPipeline")
 COMPONENT_LIBRARIES = ("scorekit", "scorekit.schedulers.scheduling_score_sde_pc",
                        "scorekit.schedulers.scheduling_score_sde_ode", "scorekit.models.time_classifier")
 _LOADING_UTILS = "diffusers.pipelines.pipeline_loading_utils"

@@ -32,8 +32,10 @@ FEW_STEPS = 50
 # Guidance scales measured on scorekit/digits (README "Quality of the shipped models"; benchmarks/quality.py): CFG
 # w = 1.5 (99.4 % class accuracy at 20 NFE) and classifier guidance at scale 6 (99.2 %).
 GUIDANCE_SCALES = {"classifier-free": 1.5, "classifier": 6.0}
-TASKS = {"ScoreSDEInpaintPipeline": "inpainting (replacement method)",
-         "ScoreSDEColorizationPipeline": "colorization (replacement in the gray/chroma basis)"}
+TASKS = {"ScoreSDEInpaintPipeline": "inpainting (replacement method by default)",
+         "ScoreSDEColorizationPipeline": "colorization (replacement in the gray/chroma basis by default)",
+         "ScoreSDERestorationPipeline": "restoration of linear observations y = A x + sigma_y e (replacement, DPS, "
+                                        "PiGDM, DDRM, TDS, MCGdiff)"}
 
 
 class HubError(OSError):

@@ -58,8 +58,11 @@ def test_inpaint_and_colorize_write_grids(tmp_path, capsys):
     assert PIL.Image.open(out).size == (5 * 8 + 6 * 2, 8 + 2 * 2)  # observation, mask, 3 samples in one row
     out = tmp_path / "colorize.png"
     assert main(["colorize", "--model", model, "--image", image, "--num-samples", "2", "--steps", "2",
-                 "--sampler", "ode", "--method", "euler", "--resize", "--out", str(out)]) == 0
+                 "--sampler", "ode", "--ode-method", "euler", "--resize", "--out", str(out)]) == 0
     assert PIL.Image.open(out).size == (3 * 8 + 4 * 2, 8 + 2 * 2)
+    with pytest.raises(SystemExit):  # --method names the restoration method here; the PF-ODE's is --ode-method
+        main(["colorize", "--model", model, "--image", image, "--sampler", "ode", "--method", "euler"])
+    assert "--sampler ode --ode-method euler" in capsys.readouterr().err
     assert main(["inpaint", "--model", model, "--image", str(tmp_path / "nope.png"), "--mask", mask]) == 2
     assert "--image" in capsys.readouterr().err
 

@@ -42,6 +42,10 @@ def run_cli(*argv: str) -> tuple[int, list[str], str]:
     (["sample", "--sampler", "nope", "--model", "m"], 2),  # argparse: invalid choice
     (["sample", "--steps", "0", "--model", "m"], 2),  # scorekit's own count check, before any import
     (["inpaint", "--model", "m", "--image", "missing.png", "--mask", "missing.png"], 2),
+    (["restore", "--help"], 0),
+    (["restore", "--task", "superres", "--model", "m", "--image", "missing.png"], 2),
+    (["restore", "--task", "deblur", "--model", "m", "--image", "x.png", "--method", "heun"], 2),
+    (["restore", "--task", "deblur", "--model", "m", "--image", "x.png", "--num-particles", "0"], 2),
     (["nope"], 2),
 ])
 def test_help_and_argument_errors_import_neither_torch_nor_diffusers(argv, code):

@@ -1,5 +1,6 @@
 """Every script in examples/ runs out of the box with a shipped model (tiny settings here) and takes every sampler;
-the inpainting grids show the hole; the README says how to install with plain pip."""
+each restoration example (inpaint, colorize, superres, deblur) takes every method; the inpainting grids show the
+hole; the README says how to install with plain pip."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import PIL.Image
 import pytest
 
 from scorekit.cli import main as cli
+from scorekit.restoration_methods import METHODS
 from scorekit.samplers.registry import sampler_names
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,6 +25,8 @@ TINY = {
     "class_conditional.py": ["--labels", "3", "--per-class", "2", "--steps", "2"],
     "inpaint.py": ["--num-samples", "2", "--steps", "2"],
     "colorize.py": ["--num-samples", "2", "--steps", "2"],
+    "superres.py": ["--num-samples", "2", "--steps", "2"],
+    "deblur.py": ["--num-samples", "2", "--steps", "2"],
     "toy_2d.py": ["--train-steps", "4", "--num-samples", "64", "--sample-steps", "3", "--samplers", *SAMPLERS],
 }
 
@@ -53,6 +57,24 @@ def test_inpaint_example_takes_every_sampler(sampler, tmp_path):
     loose = ["--rtol", "1e-2"] if sampler in ADAPTIVE else []
     run_example("inpaint.py", [*TINY["inpaint.py"], "--sampler", sampler, *loose, "--out", str(out)])
     assert out.exists()
+
+
+RESTORATION_EXAMPLES = ["inpaint.py", "colorize.py", "superres.py", "deblur.py"]
+# NFE per returned sample at --steps 2 (the registry's NFE column): replacement on the shipped models' DPM-Solver++
+# made stochastic (sde-dpmsolver++: steps + 1), DPS on predictor-only PC (steps), PiGDM on DDIM and DDRM (steps + 1),
+# the particle methods K = 2 times steps + 1
+NFE_AT_2_STEPS = {"replacement": 3, "dps": 2, "pigdm": 3, "ddrm": 3, "tds": 6, "mcgdiff": 6}
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+@pytest.mark.parametrize("name", RESTORATION_EXAMPLES)
+def test_restoration_examples_take_every_method(name, method, tmp_path, capsys):
+    out = tmp_path / "out.png"
+    particles = ["--num-particles", "2"] if METHODS[method].particles else []
+    run_example(name, [*TINY[name], "--method", method, *particles, "--out", str(out)])
+    assert out.exists()
+    printed = capsys.readouterr().out
+    assert f"{method} (" in printed and f"NFE {NFE_AT_2_STEPS[method]} per sample" in printed
 
 
 @pytest.mark.parametrize("name", ["sample.py", "class_conditional.py", "colorize.py"])

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -33,6 +34,9 @@ def test_readme_has_runnable_python_and_shell_blocks():
 def test_every_readme_block_runs(tmp_path):
     namespace: dict = {}
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # the blocks write to outputs/readme/: start from nothing, as a fresh clone does (a shard folder left by an older
+    # run records other settings, and the sharded sampler rightly refuses to mix runs)
+    shutil.rmtree(ROOT / "outputs" / "readme", ignore_errors=True)
     for i, (lang, code) in enumerate(readme_blocks()):
         if code.startswith(SKIP):
             continue

@@ -179,17 +179,29 @@ def test_model_card_recommends_the_registry_steps():
 
 
 def test_every_option_is_reachable_from_the_pipelines_and_the_cli():
+    """Every option is a pipeline argument, and a flag of each subcommand that can run its sampler: ``sample`` (and
+    ``restore``, ``inpaint``, ``colorize``) for the samplers that need no condition of their own; only the
+    restoration commands for ``ddrm``, ``tds`` and ``mcgdiff``, which a ``--method`` picks (``sample`` cannot run
+    them, so it has no ``--num-particles``). The PF-ODE's ``method`` is ``--ode-method`` where ``--method`` names
+    the restoration method."""
     from scorekit.cli import build_parser
     from scorekit.pipelines.pipeline_score_sde import SAMPLER_SETTINGS, ScoreSDEPipeline
 
     params = inspect.signature(ScoreSDEPipeline.__call__).parameters
-    parser = build_parser()
-    sample_cmd = parser._subparsers._group_actions[0].choices["sample"]
-    dests = {a.dest for a in sample_cmd._actions}
+    commands = build_parser()._subparsers._group_actions[0].choices
+    dests = {name: {a.dest for a in commands[name]._actions} for name in ("sample", "restore", "inpaint", "colorize")}
     for spec in REGISTRY.values():
+        where = ["sample", "restore", "inpaint", "colorize"] if spec.condition is None else ["restore", "inpaint",
+                                                                                            "colorize"]
         for name in spec.options.option_names():
             assert name in SAMPLER_SETTINGS and name in params, f"{spec.name}.{name} is not a pipeline argument"
-            assert name in dests, f"{spec.name}.{name} has no CLI flag"
+            for command in where:
+                assert name in dests[command], f"{spec.name}.{name} has no flag in scorekit {command}"
+    particle_options = {f.name for name in ("tds", "mcgdiff") for f in REGISTRY[name].options.fields()}
+    assert particle_options and not particle_options & dests["sample"], "sample offers flags it cannot use"
+    restore = commands["restore"]
+    assert "--ode-method" in restore._option_string_actions and "--method" in restore._option_string_actions
+    assert restore._option_string_actions["--ode-method"].dest == "method"
     assert "sampler_options" in params
 
 

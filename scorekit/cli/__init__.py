@@ -1,4 +1,4 @@
-"""The ``scorekit`` command line: ``scorekit sample | inpaint | colorize | likelihood | demo | train | ...``.
+"""The ``scorekit`` command line: ``scorekit sample | restore | inpaint | colorize | likelihood | demo | train | ...``.
 
 Each subcommand lives in its own module with ``register(subparsers)``; the parser it adds sets ``func``. Adding one
 is one module and one line in :data:`SUBCOMMANDS`.
@@ -22,6 +22,8 @@ from .common import DefaultsOnceFormatter, add_spelling_aliases, check_cli_args
 # name -> (module of this package, one-line help for `scorekit --help`, aliases), in the order --help lists them
 SUBCOMMANDS = {
     "sample": ("sample", "sample images from a pipeline folder into a PNG grid (or sharded, with --num-images)", ()),
+    "restore": ("restore", "restore an image: inpaint, colorize, super-resolve or deblur it with any restoration "
+                           "method", ()),
     "inpaint": ("inpaint", "inpaint a PNG where a mask is white", ()),
     "colorize": ("colorize", "colorize a gray PNG", ()),
     "likelihood": ("likelihood", "bits/dim of images under a saved pipeline (probability-flow ODE)", ()),

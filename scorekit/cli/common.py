@@ -20,9 +20,12 @@ if TYPE_CHECKING:
 # Counts every subcommand may take, by argparse dest, with their smallest accepted value; checked by check_cli_args
 # (one validator, scorekit.utils.check_count) before any work, under the flag the user typed.
 COUNT_ARGS = {"batch_size": 1, "num_samples": 1, "nrow": 1, "steps": 1, "n_corrector_steps": 1, "num_probes": 1,
-              "num_particles": 1}
-POSITIVE_ARGS = ("snr", "rtol", "atol", "ess_threshold")
-NON_NEGATIVE_ARGS = ("eta",)
+              "num_particles": 1, "factor": 1, "kernel_size": 1}
+POSITIVE_ARGS = ("snr", "rtol", "atol", "ess_threshold", "blur_sigma")
+NON_NEGATIVE_ARGS = ("eta", "noise_std", "scale")
+# sampler options whose flag is spelled otherwise where the plain spelling means something else: `scorekit restore
+# --method` names the restoration method, so the PF-ODE solver's `method` is `--ode-method` there
+RENAMED_FLAGS = {"method": "--ode-method"}
 IMAGE_ARGS = ("image", "mask", "images")  # input image files, checked readable before the model loads
 
 
@@ -100,12 +103,13 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="random seed of the torch.Generator")
 
 
-def sampler_flags() -> dict[str, dict]:
-    """One flag per option of every registered sampler (``scorekit.samplers.registry``), as argparse keyword
-    arguments by option name; an option several samplers share is one flag, its help naming them."""
+def sampler_flags(samplers: list[str] | None = None) -> dict[str, dict]:
+    """One flag per option of each sampler in ``samplers`` (default: every registered one,
+    ``scorekit.samplers.registry``), as argparse keyword arguments by option name; an option several samplers share
+    is one flag, its help naming them."""
     flags: dict[str, dict] = {}
     users: dict[str, list[str]] = {}
-    for spec in REGISTRY.values():
+    for spec in (REGISTRY[name] for name in (samplers or list(REGISTRY))):
         for f in spec.options.fields():
             users.setdefault(f.name, []).append(spec.name)
             if f.name in flags:
@@ -125,24 +129,32 @@ def sampler_flags() -> dict[str, dict]:
     return flags
 
 
-def add_sampler_args(parser: argparse.ArgumentParser) -> None:
-    """``--sampler`` (the registry's names), ``--steps`` (alias ``--num-inference-steps``), ``--no-denoise`` and one
-    flag per sampler option; a flag the chosen sampler does not have is an error naming the sampler's settings."""
+def add_sampler_args(parser: argparse.ArgumentParser, run_by_method: bool = False) -> None:
+    """``--sampler`` (the registry's names that need no condition of their own), ``--steps`` (alias
+    ``--num-inference-steps``), ``--no-denoise`` and one flag per option of those samplers; a flag the chosen sampler
+    does not have is an error naming the sampler's settings.
+
+    ``run_by_method``: the subcommand also runs the samplers that a restoration ``--method`` picks (``ddrm``,
+    ``tds``, ``mcgdiff``): their options get flags too (``--num-particles``, ...), and the flags of
+    :data:`RENAMED_FLAGS` take their other spelling (``--ode-method``)."""
     g = parser.add_argument_group("sampler", "Each setting applies to the samplers in its [brackets]; the chosen "
                                   "sampler rejects the others. Default: the pipeline scheduler's sampler and its "
-                                  "settings.")
+                                  "settings" + (", or the one --method needs." if run_by_method else "."))
     offered = {name: REGISTRY[name] for name in sampler_names(standalone=True)}  # not those needing a condition
     lines = "; ".join(f"{name}: {spec.summary}" for name, spec in offered.items())
-    g.add_argument("--sampler", choices=list(offered), default=None,
-                   help=f"{lines} (default: the model's scheduler's sampler, e.g. dpmsolver++ for the shipped "
-                        f"models; inpaint and colorize switch a deterministic one to sde-dpmsolver++)")
-    defaults = ", ".join(f"{name} {spec.default_steps}" for name, spec in offered.items() if spec.grid != "adaptive")
+    by_method = (" For --method replacement, dps and pigdm; ddrm, tds and mcgdiff run as their own samplers "
+                 "(default: replacement: the model's own, a deterministic one switched to sde-dpmsolver++; dps: pc "
+                 "with ancestral sampling and no corrector; pigdm: ddim with eta 1)" if run_by_method else
+                 " (default: the model's scheduler's sampler, e.g. dpmsolver++ for the shipped models)")
+    g.add_argument("--sampler", choices=list(offered), default=None, help=f"{lines}.{by_method}")
+    shown = {**offered, **({name: REGISTRY[name] for name in REGISTRY} if run_by_method else {})}
+    defaults = ", ".join(f"{name} {spec.default_steps}" for name, spec in shown.items() if spec.grid != "adaptive")
     g.add_argument("--steps", "--num-inference-steps", dest="steps", type=int, default=None,
                    help=f"intervals of the time grid (ald: noise levels; adaptive solvers choose their own); "
                         f"default per sampler: {defaults}")
     g.add_argument("--no-denoise", action="store_true", help="skip the final denoising step")
-    for name, kwargs in sampler_flags().items():
-        g.add_argument(flag(name), dest=name, **kwargs)
+    for name, kwargs in sampler_flags(list(shown)).items():
+        g.add_argument(RENAMED_FLAGS.get(name, flag(name)) if run_by_method else flag(name), dest=name, **kwargs)
 
 
 def sampler_overrides(args: argparse.Namespace) -> dict:
@@ -186,12 +198,12 @@ def read_image(path: str, option: str = "--image"):
 
 
 def load_image(path: str, size: tuple[int, int], channels: int | None = None, option: str = "--image",
-               resize: bool = False, gray: str = "luma"):
+               resize: bool = False, gray: str = "luma", needs: str = "the model takes"):
     """Read an image as ``(H, W, C)`` floats in [0, 1] at ``size`` = (width, height), with ``channels`` channels
     (``None``: its own; gray made RGB, RGB made gray by ``gray``, see :func:`scorekit.image_io.to_channels`).
 
-    An image of another size is an error naming ``option``, unless ``resize`` (the ``--resize`` flag): then it is
-    resized (bicubic; nearest under ``--mask``) and the resize is printed.
+    An image of another size is an error naming ``option`` (and what ``needs`` the size), unless ``resize`` (the
+    ``--resize`` flag): then it is resized (bicubic; nearest under ``--mask``) and the resize is printed.
     """
     from ..image_io import resize_array, to_channels
 
@@ -202,24 +214,10 @@ def load_image(path: str, size: tuple[int, int], channels: int | None = None, op
     if (width, height) == tuple(size):
         return image
     if not resize:
-        raise ValueError(f"{option} {path} is {width}x{height} pixels but the model takes "
-                         f"{size[0]}x{size[1]}; resize it, or pass --resize")
+        raise ValueError(f"{option} {path} is {width}x{height} pixels but {needs} {size[0]}x{size[1]}; resize it, "
+                         f"or pass --resize")
     print(f"resized {option} {path} from {width}x{height} to {size[0]}x{size[1]} (--resize)")
     return resize_array(image, tuple(size), nearest=option == "--mask")
-
-
-def model_size(pipe) -> tuple[int, int]:
-    """(width, height) of the pipeline's samples."""
-    _, _, h, w = pipe.sample_shape(1)
-    return (w, h)
-
-
-def to_tensor(image):
-    """``(H, W, C)`` floats in [0, 1] -> ``(1, 3, H, W)`` float tensor (gray images get 3 identical channels)."""
-    import torch
-
-    x = torch.from_numpy(image).permute(2, 0, 1)[None].float()
-    return x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
 
 
 def mark_hole(images: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
@@ -242,26 +240,3 @@ def save_grid(images: torch.Tensor, path: str, nrow: int = 8) -> str:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     save_image(images.float().cpu(), path, nrow=nrow, padding=2, pad_value=1.0)
     return path
-
-
-def add_image_command(subparsers, name: str, help: str, description: str, image_help: str):
-    """A subcommand that turns one image into a grid of samples: model, sampler, --image, --num-samples, --out."""
-    p = subparsers.add_parser(name, help=help, description=description,
-                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add_model_args(p)
-    add_sampler_args(p)
-    p.add_argument("--image", required=True, help=image_help)
-    p.add_argument("--num-samples", type=int, default=4, help="number of samples")
-    p.add_argument("--out", default=f"{name}.png", help="output PNG grid")
-    p.add_argument("--resize", action="store_true",
-                   help="resize inputs of another size to the model's (reported); without it they are an error")
-    return p
-
-
-def sample_pipeline(pipe, args: argparse.Namespace, **inputs):
-    """Call ``pipe`` with the command line's sampler settings; returns its output (images as a tensor)."""
-    import torch
-
-    generator = torch.Generator(device=args.device).manual_seed(args.seed)
-    return pipe(batch_size=args.num_samples, num_inference_steps=args.steps, generator=generator, output_type="pt",
-                sampler=args.sampler, **inputs, **sampler_overrides(args))

@@ -2,6 +2,7 @@
 operators of inverse problems (``y = A x + sigma_y e``)."""
 
 from .base import Compose, Condition
+from .blur_kernels import box_kernel, gaussian_kernel
 from .colorize import DECOUPLE, Colorize, gray_chroma_to_rgb, rgb_to_gray_chroma
 from .guidance import ClassifierGuidance, classifier_guidance
 from .inpaint import Inpaint
@@ -15,4 +16,5 @@ __all__ = [
     "gray_chroma_to_rgb", "ClassifierGuidance", "classifier_guidance",
     "InverseProblem", "Replacement", "DDRM", "DPS", "PiGDM", "ParticleProblem", "TDS", "MCGdiff",
     "LinearOperator", "SVD", "Observation", "Mask", "Gray", "Downsample", "Blur", "Matrix",
+    "gaussian_kernel", "box_kernel",
 ]

@@ -333,7 +333,8 @@ class ParticleOptions(SamplerOptions):
     ess_threshold: float = option(0.5, "resample a sample's particles when their effective sample size falls below "
                                   "ess_threshold * K; in (0, 1] (1: at every step)", flag_type=float)
     return_particles: bool = option(False, "return all K weighted particles, (B, K, ...), with their log-weights in "
-                                    "info['particles'], instead of one draw per sample (scorekit.sample only)")
+                                    "info['particles'], instead of one draw per sample (scorekit.sample, "
+                                    "ScoreSDERestorationPipeline, scorekit restore)")
 
     def validate(self) -> None:
         check_count("num_particles", self.num_particles)
