@@ -13,7 +13,6 @@ from scorekit.cli.demo_restoration import (
     clipped,
     coverage,
     expected_coverage,
-    gaussian_kernel,
     observe,
 )
 from scorekit.pipelines import ScoreSDEPipeline
@@ -51,10 +50,8 @@ def test_observations_live_in_the_model_range_and_baselines_in_the_unit_range(na
         assert torch.equal(base[known], truth[known])
 
 
-def test_blur_kernel_is_a_normalized_gaussian():
-    k = gaussian_kernel(1.0, 5)
-    assert k.shape == (5, 5) and float(k.sum()) == pytest.approx(1.0) and k[2, 2] == k.max()
-    assert set(METHODS) >= {"replacement-pc", "replacement", "dps", "pigdm", "ddrm"}
+def test_every_method_family_is_in_the_restoration_table():
+    assert set(METHODS) >= {"replacement-pc", "replacement", "dps", "pigdm", "ddrm", "tds", "mcgdiff"}
 
 
 def test_restorations_clip_the_denoised_estimate_without_touching_the_model():

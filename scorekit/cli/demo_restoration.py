@@ -35,19 +35,13 @@ from scorekit.conditioning import (
     Observation,
     PiGDM,
     Replacement,
+    gaussian_kernel,
 )
 
 from .common import mark_hole
 
 BLUR_SIGMA, BLUR_TAPS, DEBLUR_SIGMA_Y = 1.0, 5, 0.02
 NUM_PARTICLES = 4
-
-
-def gaussian_kernel(sigma: float, taps: int) -> torch.Tensor:
-    """A normalized 2-D Gaussian kernel ``(taps, taps)`` of standard deviation ``sigma`` pixels."""
-    r = torch.arange(taps, dtype=torch.float64) - (taps - 1) / 2
-    k = torch.exp(-r**2 / (2 * sigma**2))
-    return torch.outer(k, k) / k.sum() ** 2
 
 
 @dataclass(frozen=True)
