@@ -10,10 +10,15 @@
    distance within a class, over the data's) and the near-copy rate (pixel L2 distance to the nearest training
    digit below the 1st percentile of the held-out digits' own distances: ~1 % for fresh digits).
 3. FID / KID against the train split for unconditional samples of each sampler at several NFE (drawn with the
-   sharded sampler, ``scorekit sample --num-images``), beside the floor (the held-out test split itself, same n)
-   and references (test + Gaussian noise, blurred test).
-4. Bits/dim of the test split; PSNR / SSIM of digits inpainting and photo inpainting / colorization against the
-   held-out truth, beside naive fills.
+   sharded sampler, ``scorekit sample --num-images``) of the unconditional digits model
+   (``--digits-unconditional-model``), of the class-conditional model's null label, and of its classifier-free
+   guided, class-balanced samples, beside the floor (the held-out test split itself, same n) and references (test +
+   Gaussian noise, blurred test).
+4. Bits/dim of the test split for both digits models.
+5. Restoration (``quality_restoration.py``): every inverse-problem method x task (digits inpainting and 2x
+   super-resolution with the unconditional digits model; photo inpainting, colorization and deblurring) with PSNR /
+   SSIM of one sample, PSNR of the posterior mean, NFE, calibration and wall time, beside the exact posterior of a
+   Gaussian fitted to the training data and the trivial baseline.
 
 The bar (issue 10): at <= 20 NFE guided digits classified as requested >= 98 % by a CNN with >= 97 % test accuracy,
 diversity >= 0.8x the data's, almost no near-copies, FID within 5x the floor.
@@ -33,11 +38,11 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from digits_cnn import DigitsCNN, accuracy, digits_test_unit, train_digits_cnn  # noqa: E402
+from quality_restoration import FULL, QUICK, section_restoration  # noqa: E402
 
 from scorekit import datasets  # noqa: E402
 from scorekit.cli import main as cli  # noqa: E402
 from scorekit.cli.sample_shards import load_shards  # noqa: E402
-from scorekit.training.data import load_photo_patches  # noqa: E402
 
 SECTIONS = ["guidance", "fid", "bpd", "restoration"]
 GUIDED_SAMPLERS = {"dpmsolver++": "DPM-Solver++(2M), logSNR grid", "ddim": "DDIM"}  # 19 steps + 1 denoising = 20 NFE
@@ -150,13 +155,16 @@ def section_fid(cnn, args, train, test, work) -> list[str]:
             "test + N(0, 0.05^2) noise": (test + 0.05 * torch.randn(test.shape, generator=g)).clamp(0, 1),
             "test, 3x3 box blur": torch.nn.functional.avg_pool2d(test, 3, 1, 1, count_include_pad=False)}
     fakes, nfe = {}, {}
-    runs = UNCOND[: 2 if args.quick else None] + [
-        (f"CFG w={w:g}, {GUIDED_SAMPLERS[args.sampler]} 20 (classes balanced)",
-         ["--sampler", args.sampler, "--steps", "19", "--class-label", *map(str, range(10)), "--guidance-scale",
-          str(w)], 20)
-        for w in args.cfg_scales[:2]]
-    for label, flags, cost in runs:
-        fakes[label] = sharded(args.digits_model, n, flags + ["--seed", str(args.seed)],
+    runs = [(f"unconditional model, {label}", args.digits_unconditional_model, flags, cost)
+            for label, flags, cost in UNCOND[: 2 if args.quick else None]]
+    runs += [(f"class-conditional model, null label, {label}", args.digits_model, flags, cost)
+             for label, flags, cost in UNCOND[:2]]
+    runs += [(f"CFG w={w:g}, {GUIDED_SAMPLERS[args.sampler]} 20 (classes balanced)", args.digits_model,
+              ["--sampler", args.sampler, "--steps", "19", "--class-label", *map(str, range(10)), "--guidance-scale",
+               str(w)], 20)
+             for w in args.cfg_scales[:2]]
+    for label, model, flags, cost in runs:
+        fakes[label] = sharded(model, n, flags + ["--seed", str(args.seed)],
                                os.path.join(work, re.sub(r"\W+", "_", label)))
         nfe[label] = cost
         print(f"sampled {label}", file=sys.stderr)
@@ -171,115 +179,23 @@ def section_fid(cnn, args, train, test, work) -> list[str]:
     return rows
 
 
-def gaussian_restoration(train: torch.Tensor, truth: torch.Tensor, mask: torch.Tensor | None,
-                         generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Exact posterior mean and one posterior sample of a Gaussian fitted to ``train`` (a linear reference model).
-
-    Inpainting observes the pixels where ``mask`` is 0; colorization (``mask`` None) observes the gray coordinate
-    ``(r + g + b) / sqrt(3)`` of every pixel, i.e. the first rows of ``Q = DECOUPLE (x) I`` in the orthonormal
-    gray/chroma basis. In the basis ``y = Q x`` the posterior is the Schur complement
-    (:func:`scorekit.analytic.gaussian_conditional`); ``x = Q^T y``. Images ``(N, C, H, W)`` in [0, 1].
-    """
-    from scorekit.analytic import gaussian_conditional
-    from scorekit.conditioning.colorize import DECOUPLE
-
-    c, hw = truth.shape[1], truth.shape[2] * truth.shape[3]
-    flat = train.flatten(1).double()
-    mean, cov = flat.mean(0), torch.cov(flat.T) + 1e-6 * torch.eye(flat.shape[1], dtype=torch.float64)
-    if mask is None:
-        q = torch.kron(DECOUPLE, torch.eye(hw, dtype=torch.float64))  # channel-major flattening (C, H, W)
-        observed = torch.arange(c * hw) < hw
-    else:
-        q = torch.eye(c * hw, dtype=torch.float64)
-        observed = ~mask.expand(-1, c, -1, -1)[0].flatten().bool()
-    m_y, s_y = q @ mean, q @ cov @ q.T
-    means, draws = [], []
-    for x in truth.flatten(1).double():
-        y = q @ x
-        m, s = gaussian_conditional(m_y, s_y, observed, y[observed])
-        root = torch.linalg.cholesky(s + 1e-9 * torch.eye(len(s), dtype=torch.float64))
-        z = torch.randn(len(m), generator=generator, dtype=torch.float64)
-        for sample in (m, m + root @ z):
-            y_full = y.clone()
-            y_full[~observed] = sample
-            (means if sample is m else draws).append(q.T @ y_full)
-    shape = truth.shape
-    return (torch.stack(means).float().reshape(shape).clamp(0, 1),
-            torch.stack(draws).float().reshape(shape).clamp(0, 1))
-
-
-def section_restoration(pipe, photo_path: str, args) -> list[str]:
-    """PSNR / SSIM of one posterior sample and of the mean of ``args.restore_samples`` samples per image (an
-    estimate of the posterior mean, the MSE-optimal answer) against the held-out truth, beside a naive fill."""
-
-    from scorekit.cli.demo_sections import sibling
-    from scorekit.pipelines import ScoreSDEColorizationPipeline, ScoreSDEInpaintPipeline
-
-    k = args.restore_samples
-    rows = [f"| task | data | model | NFE | PSNR dB (1 sample) | SSIM (1 sample) | PSNR dB (mean of {k} / exact "
-            "mean) |", "|---|---|---|---:|---:|---:|---:|"]
-    digits, _ = digits_test_unit()
-    digits = digits[: args.restore_num]
-    mask = torch.zeros_like(digits)
-    mask[..., 4:, :] = 1
-    photos = datasets.photo_patches("test", args.restore_num, seed=args.seed)
-    pmask = torch.zeros_like(photos[:, :1])
-    pmask[..., 4:12, 4:12] = 1
-    photo_pipe = ScoreSDEInpaintPipeline.from_pretrained(photo_path)
-    photo_pipe.set_progress_bar_config(disable=True)
-    train_digits = datasets.levels_to_unit(datasets.digits_split("train")[0])
-    train_photos = load_photo_patches("train", photos.shape[-1])
-    tasks = [("inpainting (bottom half)", "test digits", sibling(ScoreSDEInpaintPipeline, pipe), digits, mask, 3,
-              train_digits),
-             ("inpainting (centre 8x8)", "held-out photo patches", photo_pipe, photos, pmask, 7, train_photos),
-             ("colorization", "held-out photo patches", sibling(ScoreSDEColorizationPipeline, photo_pipe), photos,
-              None, 7, train_photos)]
-    for name, data, p, truth, m, kernel, train in tasks:
-        g = torch.Generator().manual_seed(args.seed)
-        kw = dict(image=truth.repeat_interleave(k, 0))
-        if m is not None:
-            kw["mask_image"] = m.repeat_interleave(k, 0)
-        res = p(**kw, num_inference_steps=args.pc_steps, generator=g, output_type="pt", sampler="pc")
-        x = res.images.float().reshape(len(truth), k, *truth.shape[1:])
-        if m is None:
-            naive = truth.mean(1, keepdim=True).expand_as(truth)  # the gray image itself
-        else:
-            fill = (truth * (1 - m)).sum((2, 3), keepdim=True) / (1 - m).sum((2, 3), keepdim=True)
-            naive = torch.where(m.bool(), fill, truth)  # masked pixels = mean of the known ones
-        exact_mean, exact_draw = gaussian_restoration(train, truth, m, torch.Generator().manual_seed(args.seed))
-        naive_name = "naive fill (" + ("the gray image" if m is None else "mean of the known pixels") + ")"
-        rows += [_restoration_row(f"| {name} | {data} | {model} | {nfe} |", one, mean, truth, kernel)
-                 for model, nfe, one, mean in (("**score model** (PC + Langevin)", res.nfe, x[:, 0], x.mean(1)),
-                                               ("Gaussian fit to the train data (exact posterior)", "-", exact_draw,
-                                                exact_mean),
-                                               (naive_name, "-", naive, None))]
-        print("\n".join(rows[-3:]), file=sys.stderr)
-    return rows
-
-
-def _restoration_row(prefix: str, one: torch.Tensor, mean: torch.Tensor | None, truth: torch.Tensor,
-                     kernel: int) -> str:
-    from torchmetrics.functional.image import structural_similarity_index_measure as ssim
-
-    from scorekit.cli.demo_sections import psnr
-
-    return (f"{prefix} {psnr(one, truth):.2f} | {float(ssim(one, truth, data_range=1.0, kernel_size=kernel)):.3f} | "
-            + ("-" if mean is None else f"{psnr(mean, truth):.2f}") + " |")
-
-
-def section_bpd(pipe, args) -> list[str]:
+def section_bpd(pipes: dict, args) -> list[str]:
+    """Bits/dim of the test split under each digits pipeline in ``pipes`` (name -> pipeline)."""
     import scorekit
 
     levels, _ = datasets.digits_split("test")
     levels = levels[: args.bpd_num]
-    start = time.perf_counter()
-    bpd, info = scorekit.bits_per_dim(pipe.score_fn(), pipe.sde, levels, num_levels=datasets.DIGITS_LEVELS,
-                                      data_range=datasets.DIGITS_DATA_RANGE, rtol=1e-4, atol=1e-4,
-                                      generator=torch.Generator().manual_seed(args.seed))
-    return ["| bits/dim (test split) | ± stderr | digits | NFE | uniform over 17 levels | wall s |",
-            "|---:|---:|---:|---:|---:|---:|",
-            f"| {float(bpd.mean()):.3f} | {float(bpd.std() / math.sqrt(len(bpd))):.3f} | {len(bpd)} | {info['nfe']} "
-            f"| {math.log2(17):.3f} | {time.perf_counter() - start:.0f} |"]
+    rows = ["| model | bits/dim (test split) | ± stderr | digits | NFE | uniform over 17 levels | wall s |",
+            "|---|---:|---:|---:|---:|---:|---:|"]
+    for name, pipe in pipes.items():
+        start = time.perf_counter()
+        bpd, info = scorekit.bits_per_dim(pipe.score_fn(), pipe.sde, levels, num_levels=datasets.DIGITS_LEVELS,
+                                          data_range=datasets.DIGITS_DATA_RANGE, rtol=1e-4, atol=1e-4,
+                                          generator=torch.Generator().manual_seed(args.seed))
+        rows.append(f"| {name} | {float(bpd.mean()):.3f} | {float(bpd.std() / math.sqrt(len(bpd))):.3f} | "
+                    f"{len(bpd)} | {info['nfe']} | {math.log2(17):.3f} | {time.perf_counter() - start:.0f} |")
+        print(rows[-1], file=sys.stderr)
+    return rows
 
 
 def main() -> None:
@@ -294,16 +210,27 @@ def main() -> None:
     p.add_argument("--sampler", choices=sorted(GUIDED_SAMPLERS), default="dpmsolver++",
                    help="sampler of the guided rows and the CFG FID rows (19 steps + 1 denoising call = 20 NFE)")
     p.add_argument("--digits-model", default="scorekit/digits",
-                   help="digits pipeline: a shipped short name or a folder (e.g. a retrained run to compare)")
+                   help="class-conditional digits pipeline of the guided rows (CFG and classifier guidance) and the "
+                        "null-label rows: a shipped short name or a folder (e.g. a retrained run to compare)")
+    p.add_argument("--digits-unconditional-model", default="scorekit/digits-unconditional",
+                   help="unconditional digits pipeline of the unconditional FID rows and of digits restoration")
     p.add_argument("--photos-model", default="scorekit/photos",
                    help="photo pipeline: a shipped short name or a folder")
+    p.add_argument("--restore-digits", type=int, default=None, help="held-out digits per restoration task "
+                   "(default 12, --quick 4)")
+    p.add_argument("--restore-photos", type=int, default=None, help="held-out photo patches per restoration task "
+                   "(default 4, --quick 2)")
+    p.add_argument("--restore-samples", type=int, default=16, help="restorations per image (calibration needs 16)")
     a = p.parse_args()
     a.per_class = 10 if a.quick else 36
     a.cfg_scales = a.cfg_scales or ([1.0, 3.0] if a.quick else [1.0, 1.5, 2.0, 3.0, 5.0])
     if a.classifier_scales is None:
         a.classifier_scales = [3.0] if a.quick else [1.0, 3.0, 5.0, 10.0]
-    a.restore_num, a.restore_samples, a.pc_steps, a.bpd_num = (8, 2, 50, 40) if a.quick else (64, 4, 200, 360)
-    from scorekit.pipelines import ScoreSDEClassConditionalPipeline
+    a.restore_digits = a.restore_digits or (4 if a.quick else 12)
+    a.restore_photos = a.restore_photos or (2 if a.quick else 4)
+    a.restore_runs = QUICK if a.quick else FULL
+    a.bpd_num = 40 if a.quick else 360
+    from scorekit.pipelines import ScoreSDEClassConditionalPipeline, ScoreSDEPipeline
 
     torch.manual_seed(a.seed)
     start = time.perf_counter()
@@ -313,7 +240,9 @@ def main() -> None:
     nn_test = torch.cdist(test.flatten(1), train.flatten(1)).min(1).values
     threshold = float(torch.quantile(nn_test, 0.01))
     pipe = ScoreSDEClassConditionalPipeline.from_pretrained(a.digits_model)
-    pipe.set_progress_bar_config(disable=True)
+    uncond, photos = (ScoreSDEPipeline.from_pretrained(m) for m in (a.digits_unconditional_model, a.photos_model))
+    for each in (pipe, uncond, photos):
+        each.set_progress_bar_config(disable=True)
     print(f"## scorekit quality benchmark{' (--quick)' if a.quick else ''}\n\n"
           f"Digits CNN (train split only): test accuracy {test_acc:.4f} on {len(test)} held-out digits.\n"
           f"Near-copy threshold: pixel L2 {threshold:.3f} (1st percentile of test-to-train nearest distances).\n")
@@ -327,10 +256,15 @@ def main() -> None:
             print("\n".join(section_fid(cnn, a, train, test, a.work or tmp)) + "\n")
     if "bpd" in a.sections:
         print("### Held-out likelihood\n")
-        print("\n".join(section_bpd(pipe, a)) + "\n")
+        print("\n".join(section_bpd({a.digits_unconditional_model: uncond,
+                                      f"{a.digits_model} (null label)": pipe}, a)) + "\n")
     if "restoration" in a.sections:
-        print("### Restoration against held-out truth (PC sampler + Langevin corrector)\n")
-        print("\n".join(section_restoration(pipe, a.photos_model, a)) + "\n")
+        print(f"### Restoration against held-out truth ({a.restore_digits} digits / {a.restore_photos} photo patches "
+              f"per task, {a.restore_samples} samples each)\n")
+        table, bar = section_restoration({"digits": uncond, "photos": photos}, a)
+        print("\n".join(table) + "\n\nWhat the Gaussian reference predicts (squared errors 2 tr(S) / D for a "
+              "sample, tr(S) / D for the exact mean), beside the baseline and the best method by one sample:\n\n"
+              + "\n".join(bar) + "\n")
     print(f"Total wall time {time.perf_counter() - start:.0f} s.")
 
 

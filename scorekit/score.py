@@ -21,6 +21,7 @@ from collections.abc import Callable
 
 import torch
 
+from .samplers.kernels import tweedie_x0
 from .sde import SDE
 from .utils import append_dims, check_choice
 
@@ -71,7 +72,7 @@ def output_to_denoised(output: torch.Tensor, x: torch.Tensor, t: torch.Tensor, s
         return output
     if parameterization == "v_prediction":
         return (alpha * x - std * output) / (alpha**2 + std**2)  # v = alpha eps - std x_0 solved for x_0
-    return (x + std**2 * output_to_score(output, t, sde, parameterization, x)) / alpha
+    return tweedie_x0(x, output_to_score(output, t, sde, parameterization, x), alpha, std)
 
 
 def model_score_fn(model: Callable, sde: SDE, parameterization: str = "epsilon") -> Callable:

@@ -17,7 +17,7 @@ from scorekit.cli import main
 from scorekit.cli.demo_html import write_index
 
 FIGURES = ["digits_unconditional.png", "digits_cfg.png", "digits_classifier.png", "digits_inpainting.png",
-           "photo_inpainting.png", "photo_colorization.png"]
+           "digits_superresolution.png", "photo_inpainting.png", "photo_colorization.png", "photo_deblurring.png"]
 
 
 def chromium() -> str:

@@ -56,6 +56,17 @@ def test_digits_model_is_cfg_capable_with_classifier_and_samples():
     assert out.images.shape == (2, 1, 8, 8) and torch.isfinite(out.images).all()
 
 
+def test_digits_unconditional_model_is_unconditional_records_its_levels_and_samples():
+    pipe = ScoreSDEPipeline.from_pretrained("scorekit/digits-unconditional")
+    assert pipe.unet.config.num_class_embeds is None and pipe.unet.config.sample_size == 8
+    assert pipe.scheduler.sample_kwargs()["sampler"] == "dpmsolver++" and not pipe.scheduler.config.clip_sample
+    index = json.loads((Path(shipped_model_path("scorekit/digits-unconditional")) / "model_index.json").read_text())
+    assert index["_scorekit"]["likelihood"] == {"num_levels": 17, "data_range": [-17 / 16, 17 / 16]}
+    out = pipe(batch_size=2, num_inference_steps=2, sampler="ddim", generator=torch.Generator().manual_seed(0),
+               output_type="pt")
+    assert out.images.shape == (2, 1, 8, 8) and torch.isfinite(out.images).all()
+
+
 def test_photos_model_loads_by_short_name():
     pipe = ScoreSDEPipeline.from_pretrained("scorekit/photos")
     assert pipe.unet.config.in_channels == 3 and pipe.unet.config.sample_size == 16
@@ -130,6 +141,16 @@ def test_update_copies_a_run_keeps_the_card_and_records_checksums(shipped_copy, 
         shipped_model_path("scorekit/photos")
     assert models_main(["checksums", "photos"]) == 0
     shipped_model_path("scorekit/photos")
+
+
+def test_update_installs_a_shipped_name_whose_folder_is_new(shipped_copy, tmp_path):
+    run = tmp_path / "run"
+    ScoreSDEPipeline.from_pretrained("scorekit/digits-unconditional").save_pretrained(run)
+    shutil.rmtree(shipped_copy / "digits-unconditional")
+    with pytest.raises(FileNotFoundError, match="missing from this install"):
+        shipped_model_path("scorekit/digits-unconditional")
+    assert models_main(["update", "digits-unconditional", str(run)]) == 0
+    assert ScoreSDEPipeline.from_pretrained("scorekit/digits-unconditional").unet.config.sample_size == 8
 
 
 def test_update_rejects_a_folder_that_is_not_a_pipeline(shipped_copy, tmp_path):

@@ -1,9 +1,11 @@
 """``scorekit demo``: the main job of ``make demo`` — the shipped models at work on real data, in one folder.
 
-Writes, from the checkpoints that ship inside the package (``scorekit/digits``, ``scorekit/photos``; no download):
-an unconditional digits grid; one row per digit by classifier-free guidance and by classifier guidance; inpainting
-of held-out test digits; inpainting and colorization of held-out photo patches; bits/dim of held-out digits with
-its standard error; ``summary.json`` and ``index.html``.
+Writes, from the checkpoints that ship inside the package (``scorekit/digits``, ``scorekit/digits-unconditional``,
+``scorekit/photos``; no download): an unconditional digits grid; one row per digit by classifier-free guidance and by
+classifier guidance; inpainting and 2x super-resolution of held-out test digits; inpainting, colorization and
+deblurring of held-out photo patches (each restoration with the method that scored best per sample in
+``benchmarks/quality.py``, at the cost stated in its caption, beside the task's trivial baseline); bits/dim of
+held-out digits with its standard error; ``summary.json`` and ``index.html``.
 """
 
 from __future__ import annotations
@@ -19,19 +21,29 @@ from tqdm.auto import tqdm
 SIZES = {
     "uncond": (64, 16), "uncond_steps": (19, 19),
     "per_class": (8, 4), "guided_steps": (19, 19),  # + 1 final denoising call = 20 NFE
-    "inpaint_num": (8, 4), "inpaint_per": (4, 3), "pc_steps": (200, 60),
-    "photo_num": (6, 3), "photo_per": (4, 3), "photo_steps": (200, 60),
+    "digits_num": (8, 4), "photos_num": (6, 3), "restore_per": (4, 3),
     "bpd_num": (360, 40), "bpd_rtol": (1e-4, 1e-3),
 }
+# Restoration rows: (task of demo_restoration.TASKS, method of its METHODS, steps, --quick steps). Each method scored
+# best per sample on its task in benchmarks/quality.py's restoration table (README, "Quality of the shipped models").
+RESTORATIONS = [
+    ("digits inpainting", "pigdm", 100, 20),
+    ("digits super-resolution", "pigdm", 100, 20),
+    ("photo inpainting", "pigdm", 100, 20),
+    ("photo colorization", "ddrm", 20, 20),
+    ("photo deblurring", "pigdm", 100, 20),
+]
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
-        "demo", help="show the shipped digits and photo models: samples, guidance, inpainting, colorization, bits/dim",
-        description="Samples the checkpoints that ship with scorekit (scorekit/digits, scorekit/photos; trained on "
-                    "scikit-learn's 8x8 digits and on patches of scikit-image / scikit-learn photos) and writes one "
-                    "folder: PNG grids, summary.json and index.html. Held-out digits and photos are used for "
-                    "inpainting, colorization and bits/dim.",
+        "demo", help="show the shipped digits and photo models: samples, guidance, restoration (inpainting, "
+                     "super-resolution, colorization, deblurring), bits/dim",
+        description="Samples the checkpoints that ship with scorekit (scorekit/digits, scorekit/digits-unconditional, "
+                    "scorekit/photos; trained on scikit-learn's 8x8 digits and on patches of scikit-image / "
+                    "scikit-learn photos) and writes one folder: PNG grids, summary.json and index.html. Held-out "
+                    "digits and photos are used for inpainting, super-resolution, colorization, deblurring and "
+                    "bits/dim.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--out", default="outputs/demo", help="output folder (created; must not be a file)")
@@ -54,11 +66,7 @@ def check_out_folder(out: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from scorekit.pipelines import (
-        ScoreSDEClassConditionalPipeline,
-        ScoreSDEColorizationPipeline,
-        ScoreSDEInpaintPipeline,
-    )
+    from scorekit.pipelines import ScoreSDEClassConditionalPipeline, ScoreSDEPipeline
 
     from . import demo_sections as sec
     from .demo_html import write_index
@@ -66,24 +74,21 @@ def run(args: argparse.Namespace) -> int:
     out = check_out_folder(args.out)
     size = {k: v[1 if args.quick else 0] for k, v in SIZES.items()}
     digits = _load(ScoreSDEClassConditionalPipeline, "scorekit/digits", args.no_progress)
-    photos_inpaint = _load(ScoreSDEInpaintPipeline, "scorekit/photos", args.no_progress)
-    photos_color = sec.sibling(ScoreSDEColorizationPipeline, photos_inpaint)
+    pipes = {"digits": _load(ScoreSDEPipeline, "scorekit/digits-unconditional", args.no_progress),
+             "photos": _load(ScoreSDEPipeline, "scorekit/photos", args.no_progress)}
     start = time.perf_counter()
     parts = [
-        ("unconditional digits", lambda: sec.unconditional_digits(digits, out, size["uncond"], size["uncond_steps"],
-                                                                  args.seed)),
+        ("unconditional digits", lambda: sec.unconditional_digits(pipes["digits"], out, size["uncond"],
+                                                                  size["uncond_steps"], args.seed)),
         ("classifier-free guidance", lambda: sec.guided_digits(digits, out, size["per_class"], size["guided_steps"],
                                                                args.cfg_scale, args.seed, "cfg")),
         ("classifier guidance", lambda: sec.guided_digits(digits, out, size["per_class"], size["guided_steps"],
                                                           args.classifier_scale, args.seed, "classifier")),
-        ("digits inpainting", lambda: sec.inpaint_digits(digits, out, size["inpaint_num"], size["inpaint_per"],
-                                                         size["pc_steps"], args.seed)),
-        ("photo inpainting", lambda: sec.photo_task(photos_inpaint, out, "inpainting", size["photo_num"],
-                                                    size["photo_per"], size["photo_steps"], args.seed)),
-        ("photo colorization", lambda: sec.photo_task(photos_color, out, "colorization", size["photo_num"],
-                                                      size["photo_per"], size["photo_steps"], args.seed)),
-        ("bits/dim", lambda: sec.digits_bpd(digits, size["bpd_num"], size["bpd_rtol"], args.seed)),
     ]
+    parts += [(task, _restoration(sec, pipes, out, size, task, method, quick_steps if args.quick else steps,
+                                  args.seed))
+              for task, method, steps, quick_steps in RESTORATIONS]
+    parts += [("bits/dim", lambda: sec.digits_bpd(pipes["digits"], size["bpd_num"], size["bpd_rtol"], args.seed))]
     results = {}
     for name, part in tqdm(parts, desc="scorekit demo", disable=args.no_progress):
         results[name] = part()
@@ -94,6 +99,14 @@ def run(args: argparse.Namespace) -> int:
     index = write_index(out, figures, _headline(summary))
     _report(out, figures, summary, index)
     return 0
+
+
+def _restoration(sec, pipes: dict, out: str, size: dict, task: str, method: str, steps: int, seed: int):
+    from .demo_restoration import TASKS
+
+    data = TASKS[task].data
+    return lambda: sec.restoration(pipes[data], out, task, size[f"{data}_num"], size["restore_per"], method, steps,
+                                   seed, scale=4 if data == "digits" else 3)
 
 
 def _load(cls, name: str, no_progress: bool):
@@ -108,28 +121,23 @@ def _summary(results: dict, args, wall: float) -> dict:
     drop = ("samples", "labels")
     parts = {k: {kk: vv for kk, vv in v.items() if kk not in drop} for k, v in results.items()}
     bpd = results["bits/dim"]
-    return dict(wall_seconds=wall, quick=args.quick, seed=args.seed, models=["scorekit/digits", "scorekit/photos"],
-                bits_per_dim=bpd["bpd"], bits_per_dim_stderr=bpd["stderr"],
-                digits_inpainting_psnr_masked=results["digits inpainting"]["psnr_masked"],
-                photo_inpainting_psnr=results["photo inpainting"]["psnr"],
-                photo_colorization_psnr=results["photo colorization"]["psnr"], parts=parts)
+    restoration = {task: {k: results[task][k] for k in ("method", "nfe", "psnr", "psnr_sample_mean", "psnr_baseline")}
+                   for task, *_ in RESTORATIONS}
+    return dict(wall_seconds=wall, quick=args.quick, seed=args.seed,
+                models=["scorekit/digits", "scorekit/digits-unconditional", "scorekit/photos"],
+                bits_per_dim=bpd["bpd"], bits_per_dim_stderr=bpd["stderr"], restoration_psnr=restoration, parts=parts)
 
 
 def _headline(s: dict) -> list[tuple[str, str]]:
     p = s["parts"]
-    return [
-        ("bits/dim, held-out digits", f"{s['bits_per_dim']:.3f} ± {s['bits_per_dim_stderr']:.3f} (stderr over "
-                                      f"{p['bits/dim']['num']} digits; uniform = {p['bits/dim']['uniform_bpd']:.3f})"),
-        ("digits inpainting PSNR (masked half)", f"{s['digits_inpainting_psnr_masked']:.1f} dB"),
-        ("photo inpainting PSNR", _photo_psnr(p["photo inpainting"])),
-        ("photo colorization PSNR", _photo_psnr(p["photo colorization"])),
-        ("wall time", f"{s['wall_seconds']:.0f} s" + (" (--quick)" if s["quick"] else "")),
-    ]
-
-
-def _photo_psnr(part: dict) -> str:
-    return (f"{part['psnr']:.1f} dB per sample, {part['psnr_sample_mean']:.1f} dB for the mean of the samples of each "
-            f"patch")
+    bpd = p["bits/dim"]
+    rows = [("bits/dim, held-out digits", f"{s['bits_per_dim']:.3f} ± {s['bits_per_dim_stderr']:.3f} (stderr over "
+                                          f"{bpd['num']} digits; uniform = {bpd['uniform_bpd']:.3f})")]
+    rows += [(f"{task} PSNR", f"{r['psnr']:.1f} dB per sample, {r['psnr_sample_mean']:.1f} dB for the mean of the "
+                              f"samples of each image (trivial baseline {r['psnr_baseline']:.1f} dB); {r['method']}, "
+                              f"NFE {r['nfe']}")
+             for task, r in s["restoration_psnr"].items()]
+    return rows + [("wall time", f"{s['wall_seconds']:.0f} s" + (" (--quick)" if s["quick"] else ""))]
 
 
 def _report(out: str, figures: list[dict], summary: dict, index: str) -> None:

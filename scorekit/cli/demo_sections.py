@@ -15,8 +15,6 @@ import torch
 import scorekit
 from scorekit import datasets
 
-from .common import mark_hole
-
 FAST_SAMPLER, FAST_SAMPLER_NAME = "dpmsolver++", "DPM-Solver++(2M)"  # logSNR grid; steps + 1 denoising call = NFE
 
 
@@ -38,7 +36,8 @@ def sibling(cls, pipe):
 
 
 def unconditional_digits(pipe, out: str, num: int, steps: int, seed: int) -> dict:
-    """An unconditional grid (the class-conditional UNet's "no label" token) with DPM-Solver++(2M)."""
+    """An unconditional grid with DPM-Solver++(2M) (of an unconditional model, or a class-conditional UNet's "no
+    label" token)."""
     from scorekit.pipelines import ScoreSDEPipeline
 
     g = torch.Generator().manual_seed(seed)
@@ -78,61 +77,44 @@ def _comparison(obs: torch.Tensor, samples: torch.Tensor, truth: torch.Tensor) -
     return torch.cat([obs[:, None], samples, truth[:, None]], dim=1).flatten(0, 1)
 
 
-def inpaint_digits(pipe, out: str, num: int, per_image: int, steps: int, seed: int) -> dict:
-    """Held-out test digits with the bottom half masked, repainted by PC (reverse diffusion + Langevin)."""
-    from scorekit.pipelines import ScoreSDEInpaintPipeline
-
+def held_out(data: str, num: int, seed: int) -> torch.Tensor:
+    """``num`` held-out images in [0, 1] chosen by ``seed``: test digits ``(num, 1, 8, 8)`` or patches of the
+    held-out photos ``(num, 3, 16, 16)``."""
+    if data == "photos":
+        return datasets.photo_patches("test", num, seed=seed)
     levels, _ = datasets.digits_split("test")
-    truth = datasets.levels_to_unit(levels[torch.randperm(len(levels), generator=torch.Generator().manual_seed(seed))
-                                           [:num]])
-    mask = torch.zeros_like(truth)
-    mask[..., 4:, :] = 1  # white = repaint
-    inpaint = sibling(ScoreSDEInpaintPipeline, pipe)
-    g = torch.Generator().manual_seed(seed)
-    start = time.perf_counter()
-    res = inpaint(image=truth.repeat_interleave(per_image, 0), mask_image=mask.repeat_interleave(per_image, 0),
-                  num_inference_steps=steps, generator=g, output_type="pt", sampler="pc")
-    sec = time.perf_counter() - start
-    obs = mark_hole(truth, mask)  # the hole as a magenta checkerboard (a gray fill merges with the strokes)
-    samples = res.images.float().reshape(num, per_image, 1, 8, 8)
-    save_panel(_comparison(obs, samples, truth), os.path.join(out, "digits_inpainting.png"), per_image + 2)
-    return dict(file="digits_inpainting.png", nfe=res.nfe, seconds=sec,
-                psnr_masked=psnr(samples[..., 4:, :], truth[:, None, ..., 4:, :]),
-                caption=f"Inpainting held-out test digits (bottom half masked, in magenta): observation | {per_image} "
-                        f"samples | truth; PC sampler {steps} steps + Langevin corrector (NFE {res.nfe}).")
+    return datasets.levels_to_unit(levels[torch.randperm(len(levels), generator=torch.Generator().manual_seed(seed))
+                                          [:num]])
+
+
+def restoration(pipe, out: str, task_name: str, num: int, per_image: int, method: str, steps: int, seed: int,
+                scale: int = 4) -> dict:
+    """Restore ``num`` held-out images of a task of :mod:`.demo_restoration` (``per_image`` samples each, with
+    ``method`` at ``steps``) and save observation | samples | truth rows; PSNR of one sample (squared error pooled
+    over the samples), of the mean of each image's samples, and of the task's trivial baseline."""
+    from .demo_restoration import METHODS, TASKS, restore
+
+    task = TASKS[task_name]
+    truth = held_out(task.data, num, seed)
+    r = restore(pipe, task, truth, per_image, METHODS[method], steps, seed)
+    name = task_name.replace(" ", "_").replace("-", "") + ".png"
+    save_panel(_comparison(task.panel(r["y"], truth), r["samples"], truth), os.path.join(out, name), per_image + 2,
+               scale)
+    one, baseline = psnr(r["samples"], truth[:, None]), psnr(task.baseline(r["y"], truth), truth)
+    return dict(file=name, nfe=r["nfe"], seconds=r["seconds"], method=r["method"], psnr=one,
+                psnr_sample_mean=psnr(r["samples"].mean(1), truth), psnr_baseline=baseline,
+                caption=f"{task_name[0].upper()}{task_name[1:]} ({task.what}), held-out {_held_out(task.data)}: "
+                        f"observation | {per_image} samples | truth; {r['method']} (NFE {r['nfe']}); PSNR "
+                        f"{one:.1f} dB per sample ({task.baseline_name}: {baseline:.1f} dB).")
+
+
+def _held_out(data: str) -> str:
+    return "test digits" if data == "digits" else "photo patches"
 
 
 def psnr(x: torch.Tensor, truth: torch.Tensor) -> float:
     """Peak signal-to-noise ratio in dB of images in [0, 1]: ``-10 log10(mean((x - truth)^2))``."""
     return float(-10 * torch.log10(((x.float() - truth.float()) ** 2).mean()))
-
-
-def photo_task(pipe, out: str, task: str, num: int, per_image: int, steps: int, seed: int) -> dict:
-    """Inpainting (centre square masked) or colorization of held-out photo patches with the shipped photo pipeline."""
-    truth = datasets.photo_patches("test", num, size=pipe.unet.config.sample_size, seed=seed)
-    images = truth.repeat_interleave(per_image, 0)
-    g = torch.Generator().manual_seed(seed)
-    start = time.perf_counter()
-    if task == "inpainting":
-        mask = torch.zeros_like(truth[:, :1])
-        s = truth.shape[-1]
-        mask[..., s // 4: 3 * s // 4, s // 4: 3 * s // 4] = 1  # white = repaint
-        res = pipe(image=images, mask_image=mask.repeat_interleave(per_image, 0), num_inference_steps=steps,
-                   generator=g, output_type="pt", sampler="pc")
-        obs = mark_hole(truth, mask)
-        what = "centre square masked, in magenta"
-    else:
-        res = pipe(image=images, num_inference_steps=steps, generator=g, output_type="pt", sampler="pc")
-        obs = truth.mean(1, keepdim=True).expand_as(truth)
-        what = "gray input"
-    sec = time.perf_counter() - start
-    samples = res.images.float().reshape(num, per_image, *truth.shape[1:])
-    name = f"photo_{task}.png"
-    save_panel(_comparison(obs, samples, truth), os.path.join(out, name), per_image + 2, scale=3)
-    return dict(file=name, nfe=res.nfe, seconds=sec, psnr=psnr(samples, truth[:, None]),
-                psnr_sample_mean=psnr(samples.mean(1), truth),
-                caption=f"Photo {task} on patches of held-out photos ({what}): observation | {per_image} samples | "
-                        f"truth; PC sampler {steps} steps + Langevin corrector (NFE {res.nfe}).")
 
 
 def digits_bpd(pipe, num: int, rtol: float, seed: int) -> dict:

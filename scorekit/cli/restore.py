@@ -170,6 +170,8 @@ def check_kernel(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     check_restore_args(args)
+    if args.noise_std is None:
+        args.noise_std = DEFAULT_NOISE.get(args.task, 0.0)
     from .restore_tasks import restore
 
     return restore(args)

@@ -11,7 +11,6 @@ import numpy as np
 import torch
 
 from .common import load_image, load_pipeline, mark_hole, sampler_overrides, save_grid
-from .restore import DEFAULT_NOISE
 
 
 @dataclass
@@ -56,7 +55,7 @@ def restore(args: argparse.Namespace) -> int:
 def observe(pipe, args: argparse.Namespace) -> Observed:
     """The task's operator and observation for ``pipe``'s samples (see ``scorekit restore --help``)."""
     _, channels, height, width = pipe.sample_shape(1)
-    noise = DEFAULT_NOISE.get(args.task, 0.0) if args.noise_std is None else args.noise_std
+    noise = args.noise_std  # resolved by scorekit.cli.restore.run (DEFAULT_NOISE)
     operator, hole = task_operator(args, (channels, height, width))
     out_c, out_h, out_w = operator.out_shape
     truth = None

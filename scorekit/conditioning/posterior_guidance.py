@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 import torch
 
+from ..samplers.kernels import tweedie_x0
 from ..utils import append_dims
 from .inverse import InverseProblem, spectral
 from .linear import Observation
@@ -38,8 +39,7 @@ class _LikelihoodGuidance(InverseProblem):
             with torch.enable_grad():  # local: sampling loops and pipelines run under torch.no_grad
                 x_in = x.detach().requires_grad_(True)
                 score = score_fn(x_in, t)
-                # Tweedie: x0_hat = E[x_0 | x_t] = (x_t + std^2 score) / alpha
-                x0 = (x_in + append_dims(std**2, x.ndim) * score) / append_dims(alpha, x.ndim)
+                x0 = tweedie_x0(x_in, score, append_dims(alpha, x.ndim), append_dims(std, x.ndim))  # E[x_0 | x_t]
                 correction = self.correction(x_in, x0, t, alpha, std)
             return score.detach() + correction.detach()
 

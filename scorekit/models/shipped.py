@@ -1,4 +1,5 @@
-"""The checkpoints that ship inside the package, by short name: ``"scorekit/digits"``, ``"scorekit/photos"``.
+"""The checkpoints that ship inside the package, by short name: ``"scorekit/digits"``,
+``"scorekit/digits-unconditional"``, ``"scorekit/photos"``.
 
 Each is a diffusers pipeline folder under ``scorekit/models/shipped/<name>/`` (``model_index.json``, ``unet/``,
 ``scheduler/``, optional ``classifier/``, ``README.md`` model card) with a ``checksums.json`` of sha256 digests, so a
@@ -17,6 +18,7 @@ import os
 SHIPPED_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "shipped")
 SHIPPED_MODELS = {
     "scorekit/digits": "class-conditional (CFG) VP model on sklearn 8x8 digits + its noise-conditional classifier",
+    "scorekit/digits-unconditional": "unconditional VP model on sklearn 8x8 digits (samples, restoration)",
     "scorekit/photos": "RGB VP score model on 16x16 patches of scikit-image / scikit-learn photos",
 }
 CHECKSUMS = "checksums.json"
@@ -41,19 +43,24 @@ def shipped_model_path(name: str, verify: bool = True) -> str:
         ValueError: ``name`` is not a shipped model (the message lists those that are).
         FileNotFoundError / ValueError: the installed folder is missing or a file in it is damaged.
     """
-    if not isinstance(name, str):
-        raise TypeError(f"name must be a string such as 'scorekit/digits', got {type(name).__name__}")
-    key = name if name.startswith("scorekit/") else f"scorekit/{name}"
-    if key not in SHIPPED_MODELS:
-        raise ValueError(f"unknown shipped model {name!r}; expected one of {sorted(SHIPPED_MODELS)} "
-                         f"(or a pipeline folder path)")
-    path = os.path.join(SHIPPED_ROOT, key.split("/", 1)[1])
+    key, path = _shipped_folder(name)
     if not os.path.isfile(os.path.join(path, "model_index.json")):
         raise FileNotFoundError(f"shipped model {key!r} is missing from this install (no {path}/model_index.json); "
                                 f"reinstall scorekit")
     if verify:
         verify_folder(path, key)
     return path
+
+
+def _shipped_folder(name: str) -> tuple[str, str]:
+    """``(short name, folder)`` of a shipped model, whether or not the folder is installed."""
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a string such as 'scorekit/digits', got {type(name).__name__}")
+    key = name if name.startswith("scorekit/") else f"scorekit/{name}"
+    if key not in SHIPPED_MODELS:
+        raise ValueError(f"unknown shipped model {name!r}; expected one of {sorted(SHIPPED_MODELS)} "
+                         f"(or a pipeline folder path)")
+    return key, os.path.join(SHIPPED_ROOT, key.split("/", 1)[1])
 
 
 def verify_folder(path: str, name: str | None = None) -> None:
@@ -103,14 +110,15 @@ def update_shipped(name: str, run_dir: str) -> str:
     ``run_dir`` is what ``scorekit train`` / ``scorekit train-classifier --score_model ...`` saved
     (``model_index.json``, ``unet/``, ``scheduler/``, optional ``classifier/``; checkpoints and logs stay behind).
     The model card ``README.md`` already in the shipped folder is kept: edit it with the run's command and
-    measurements, then run ``checksums`` again. Maintainers use this from a clone (it writes inside the package).
+    measurements, then run ``checksums`` again. A model new to :data:`SHIPPED_MODELS` gets its folder here (write
+    its card first). Maintainers use this from a clone (it writes inside the package).
 
     Raises:
         ValueError: ``name`` is not a shipped model, or ``run_dir`` is not a pipeline folder.
     """
     import shutil
 
-    dest = shipped_model_path(name, verify=False)
+    _, dest = _shipped_folder(name)
     if not os.path.isfile(os.path.join(run_dir, "model_index.json")):
         raise ValueError(f"run_dir {run_dir!r} has no model_index.json; give the --output_dir of a finished "
                          f"'scorekit train' or 'scorekit train-classifier --score_model ...' run")
@@ -118,7 +126,7 @@ def update_shipped(name: str, run_dir: str) -> str:
         components = [k for k, v in json.load(f).items() if isinstance(v, list)]
     card = os.path.join(dest, "README.md")
     keep = open(card).read() if os.path.isfile(card) else None
-    shutil.rmtree(dest)
+    shutil.rmtree(dest, ignore_errors=True)
     os.makedirs(dest)
     shutil.copy(os.path.join(run_dir, "model_index.json"), dest)
     for component in components:
