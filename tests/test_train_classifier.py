@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 
@@ -19,9 +21,11 @@ def guided(tmp_path_factory):
     root = tmp_path_factory.mktemp("clf")
     score_dir, out = str(root / "score"), str(root / "guided")
     train_score.main([*COMMON, "--preset", "tiny", "--output_dir", score_dir])
-    result = train_classifier.main([*COMMON, "--score_model", score_dir, "--output_dir", out,
-                                    "--block_out_channels", "8,16", "--eval_samples", "40"])
-    return score_dir, out, result
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        result = train_classifier.main([*COMMON, "--score_model", score_dir, "--output_dir", out,
+                                        "--block_out_channels", "8,16", "--eval_samples", "40"])
+    return score_dir, out, dict(result, printed=printed.getvalue())
 
 
 def test_classifier_output_guides_the_pipeline(guided):
@@ -43,6 +47,14 @@ def test_classifier_output_guides_the_pipeline(guided):
     assert "accelerate launch training/train_classifier.py" in card and "| accuracy, t in [0.0, 0.1) |" in card
     record = json.load(open(os.path.join(out, "classifier", train_classifier.SDE_RECORD)))
     assert record["sde"]["type"] == "vp" and record["data_range"] == [-1.0, 1.0]
+
+
+def test_classifier_trainer_ends_with_the_summary_line(guided):
+    """Issue 16 item 5: the classifier trainer, like the score trainer, ends with one summary line naming the folder
+    (scripts, ``scorekit train-classifier`` and ``main()`` share it)."""
+    _, out, result = guided
+    last = result["printed"].strip().splitlines()[-1]
+    assert last.startswith("trained 3 steps, final loss ") and last.endswith(f"pipeline in {out}")
 
 
 def test_classifier_for_another_sde_is_refused(guided, tmp_path):
