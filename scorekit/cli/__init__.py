@@ -27,8 +27,8 @@ SUBCOMMANDS = {
     "inpaint": ("inpaint", "inpaint a PNG where a mask is white", ()),
     "colorize": ("colorize", "colorize a gray PNG", ()),
     "likelihood": ("likelihood", "bits/dim of images under a saved pipeline (probability-flow ODE)", ()),
-    "demo": ("demo", "show the shipped digits and photo models: samples, guidance, inpainting, colorization, "
-                     "bits/dim", ()),
+    "demo": ("demo", "show the shipped digits and photo models: samples, guidance, restoration (inpainting, "
+                     "super-resolution, colorization, deblurring), bits/dim", ()),
     "train": ("train", "train a score network (UNet2DModel) on a score SDE", ()),
     "train-classifier": ("train_classifier", "train a noise-conditional classifier for guidance",
                          ("train_classifier",)),
