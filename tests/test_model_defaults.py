@@ -98,7 +98,7 @@ def test_cli_inpaint_and_colorize_default_to_20_nfe(command, tmp_path, capsys):
     extra = ["--mask", mask] if command == "inpaint" else []
     assert main([command, "--model", "scorekit/photos", "--image", image, *extra, "--num-samples", "2", "--out",
                  str(tmp_path / "o.png")]) == 0
-    assert re.search(r"NFE 20$", capsys.readouterr().out, re.M)  # was PC: 1000 steps + Langevin, NFE 2000
+    assert re.search(r"NFE 20 per sample", capsys.readouterr().out, re.M)  # was PC: 1000 steps + Langevin, NFE 2000
 
 
 def test_model_cards_recommend_what_the_pipelines_default_to(digits):

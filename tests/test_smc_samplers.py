@@ -400,5 +400,5 @@ def test_particle_samplers_in_a_pipeline(name):
     out = pipe(batch_size=2, num_inference_steps=3, sampler=name, condition=CONDITIONS[name](obs), num_particles=2,
                ess_threshold=1.0, output_type="pt", generator=[torch.Generator().manual_seed(s) for s in (0, 1)])
     assert out.images.shape == (2, 3, 8, 8) and out.nfe == 4 and torch.isfinite(out.images).all()
-    with pytest.raises(ValueError, match="return_particles=True is for scorekit.sample"):
+    with pytest.raises(ValueError, match="return_particles=True is for ScoreSDERestorationPipeline and scorekit.sample"):
         pipe(batch_size=2, num_inference_steps=3, sampler=name, condition=CONDITIONS[name](obs), return_particles=True)
