@@ -42,6 +42,7 @@ from quality_restoration import FULL, QUICK, section_restoration  # noqa: E402
 
 from scorekit import datasets  # noqa: E402
 from scorekit.cli import main as cli  # noqa: E402
+from scorekit.cli.demo_restoration import TASKS  # noqa: E402
 from scorekit.cli.sample_shards import load_shards  # noqa: E402
 
 SECTIONS = ["guidance", "fid", "bpd", "restoration"]
@@ -221,6 +222,8 @@ def main() -> None:
     p.add_argument("--restore-photos", type=int, default=None, help="held-out photo patches per restoration task "
                    "(default 4, --quick 2)")
     p.add_argument("--restore-samples", type=int, default=16, help="restorations per image (calibration needs 16)")
+    p.add_argument("--restore-tasks", nargs="+", default=None, choices=sorted(TASKS), metavar="TASK",
+                   help=f"restoration tasks to measure (default: all; choices: {', '.join(sorted(TASKS))})")
     a = p.parse_args()
     a.per_class = 10 if a.quick else 36
     a.cfg_scales = a.cfg_scales or ([1.0, 3.0] if a.quick else [1.0, 1.5, 2.0, 3.0, 5.0])

@@ -116,6 +116,8 @@ def section_restoration(pipes: dict, args) -> tuple[list[str], list[str]]:
            "Gaussian measured: 1 sample / exact mean | best method: 1 sample / mean of samples |",
            "|---|---:|---:|---:|---:|---|"]
     for task in TASKS.values():
+        if args.restore_tasks and task.name not in args.restore_tasks:
+            continue
         pipe, truth = pipes[task.data], test[task.data]
         where = task.hole(truth.shape[1:]) if task.kind == "inpaint" else None
         best = None
