@@ -7,12 +7,14 @@ import torch
 from diffusers import DDPMScheduler
 from hub_layouts import tiny_ddpm_unet
 
+from scorekit.conditioning import Downsample
 from scorekit.models import TimeClassifierModel
 from scorekit.pipelines import (
     ScoreSDEClassConditionalPipeline,
     ScoreSDEColorizationPipeline,
     ScoreSDEInpaintPipeline,
     ScoreSDEPipeline,
+    ScoreSDERestorationPipeline,
 )
 
 
@@ -136,6 +138,8 @@ PIPELINE_CASES = {
     "classifier-guided": (ScoreSDEClassConditionalPipeline, {"classifier": "classifier"}, dict(guidance_scale=2.0)),
     "inpaint": (ScoreSDEInpaintPipeline, {}, dict(sampler="pc")),
     "colorize": (ScoreSDEColorizationPipeline, {}, dict(sampler="sde-dpmsolver++")),
+    **{f"restore-{m}": (ScoreSDERestorationPipeline, {}, dict(method=m, **({"num_particles": 2} if k else {})))
+       for m, k in (("replacement", 0), ("dps", 0), ("pigdm", 0), ("ddrm", 0), ("tds", 1), ("mcgdiff", 1))},
 }
 
 
@@ -148,6 +152,9 @@ def _inputs(name: str, batch: list[int]) -> dict:
         return dict(image=photo(), mask_image=mask, batch_size=len(batch))
     if name == "colorize":
         return dict(image=photo(), batch_size=len(batch))
+    if name.startswith("restore-"):  # noisy 2x super-resolution
+        low = torch.linspace(-0.5, 0.5, 48, dtype=torch.float64).reshape(1, 3, 4, 4)
+        return dict(observation=low, operator=Downsample((3, 8, 8), 2), noise_std=0.05, batch_size=len(batch))
     return dict(batch_size=len(batch))
 
 
