@@ -168,6 +168,16 @@ def test_gradient_methods_run_inside_no_grad_and_the_callback_sees_every_step():
         assert seen == [(0, (rows, *SHAPE)), (1, (rows, *SHAPE))] and torch.isfinite(out.images).all()
 
 
+@pytest.mark.parametrize("method, name", [("dps", "DPS"), ("pigdm", "PiGDM"), ("tds", "TDS")])
+def test_gradient_methods_refuse_inference_mode_by_name_before_any_work(method, name):
+    pipe = tiny()
+    calls = counted(pipe)
+    op, y = low_res_observation()
+    with torch.inference_mode(), pytest.raises(RuntimeError, match=f"{name} takes gradients.*torch.no_grad"):
+        pipe(observation=y, operator=op, noise_std=0.02, method=method, num_inference_steps=2)
+    assert calls == []
+
+
 def test_a_class_conditional_unet_restores_with_its_null_label(tmp_path):
     """A pipeline folder of a class-conditional UNet with a classifier loads as a restoration pipeline and restores
     with the unconditional score s(x, t, null) (the last class embedding)."""
