@@ -30,6 +30,12 @@ def files(tmp_path_factory):
     PIL.Image.fromarray(mask).save(paths["mask"])
     paths["kernel"] = str(root / "kernel.npy")
     np.save(paths["kernel"], np.full((3, 3), 1 / 9))
+    bad_kernels = {"nan_kernel": np.array([[0.5, np.nan], [0.25, 0.25]]), "zero_kernel": np.zeros((3, 3)),
+                   "edge_kernel": np.array([[1.0, -1.0]]), "flat_kernel": np.full(3, 1 / 3),
+                   "text_kernel": np.array([["a", "b"], ["c", "d"]])}
+    for name, kernel in bad_kernels.items():
+        paths[name] = str(root / f"{name}.npy")
+        np.save(paths[name], kernel)
     return paths
 
 
@@ -139,3 +145,27 @@ def test_colorize_needs_an_rgb_model(tmp_path, capsys):
     code, _, err = run(["restore", "--model", str(tmp_path / "gray"), "--task", "colorize", "--image", str(image),
                         "--out", str(tmp_path / "o.png")], capsys)
     assert code == 2 and "--task colorize needs an RGB model (in_channels=3)" in err
+
+
+# flags refused before the model loads: a numpy-only look at them tells what is wrong
+BEFORE_LOAD = [
+    (["--kernel", "{nan_kernel}"], "--kernel {nan_kernel} holds non-finite values (1 NaN or inf of 4 taps)"),
+    (["--kernel", "{zero_kernel}"], "--kernel {zero_kernel} sums to 0 (all zeros observe nothing)"),
+    (["--kernel", "{edge_kernel}"], "--kernel {edge_kernel} sums to 0"),
+    (["--kernel", "{flat_kernel}"], "--kernel {flat_kernel} must hold a 2-D array (height x width taps), got shape "
+                                    "(3,)"),
+    (["--kernel", "{text_kernel}"], "--kernel {text_kernel} must hold real numbers, got dtype <U1"),
+]
+
+
+@pytest.mark.parametrize("flags, message", BEFORE_LOAD, ids=[str(i) for i in range(len(BEFORE_LOAD))])
+def test_bad_flags_are_refused_before_the_model_loads(flags, message, files, tmp_path, capsys, monkeypatch):
+    def no_load(*args, **kwargs):
+        raise AssertionError("the model must not load before the flags are checked")
+
+    monkeypatch.setattr("scorekit.cli.restore_tasks.load_pipeline", no_load)
+    out = tmp_path / "grid.png"
+    code, stdout, err = run(["restore", "--model", files["model"], "--task", "deblur", "--image", files["image"],
+                             *[f.format(**files) for f in flags], "--steps", "2", "--out", str(out)], capsys)
+    assert code == 2 and message.format(**files) in err and len(err.strip().splitlines()) == 1, err
+    assert not out.exists() and "wrote" not in stdout
