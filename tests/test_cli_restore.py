@@ -112,7 +112,7 @@ BAD = [
     (["--task", "superres", "--image", "{low}", "--factor", "3"], "--factor 3 does not divide the model's size 8x8"),
     (["--task", "superres", "--image", "{image}"], "--image {image} is 8x8 pixels but --factor 2 observes 4x4"),
     (["--task", "superres", "--image", "{low}", "--method", "ddrm", "--snr", "0.2"],
-     "snr=0.2 is not a setting of sampler='ddrm'"),
+     "--snr is not a setting of sampler ddrm (the sampler of --method ddrm"),
 ]
 
 
@@ -147,7 +147,8 @@ def test_colorize_needs_an_rgb_model(tmp_path, capsys):
     assert code == 2 and "--task colorize needs an RGB model (in_channels=3)" in err
 
 
-# flags refused before the model loads: a numpy-only look at them tells what is wrong
+# flags refused before the model loads: the .npy kernel (numpy only), the sampler flags against the sampler the
+# method or --sampler picks (the registry), --ess-threshold's range
 BEFORE_LOAD = [
     (["--kernel", "{nan_kernel}"], "--kernel {nan_kernel} holds non-finite values (1 NaN or inf of 4 taps)"),
     (["--kernel", "{zero_kernel}"], "--kernel {zero_kernel} sums to 0 (all zeros observe nothing)"),
@@ -155,6 +156,17 @@ BEFORE_LOAD = [
     (["--kernel", "{flat_kernel}"], "--kernel {flat_kernel} must hold a 2-D array (height x width taps), got shape "
                                     "(3,)"),
     (["--kernel", "{text_kernel}"], "--kernel {text_kernel} must hold real numbers, got dtype <U1"),
+    (["--method", "ddrm", "--eta", "0.5"], "--eta is not a setting of sampler ddrm (the sampler of --method ddrm; "
+                                           "DDRM's eta and eta_b are --ddrm-eta and --ddrm-eta-b); its settings are "
+                                           "none"),
+    (["--method", "mcgdiff", "--snr", "0.1"], "--snr is not a setting of sampler mcgdiff (the sampler of --method "
+                                              "mcgdiff); its settings are --num-particles, --ess-threshold, "
+                                              "--return-particles"),
+    (["--method", "dps", "--eta", "0.5"], "--eta is not a setting of sampler pc (the default of --method dps; "
+                                          "--sampler picks another); its settings are --timesteps, --predictor,"),
+    (["--method", "dps", "--sampler", "ode", "--snr", "0.1"], "--snr is not a setting of sampler ode (--sampler ode)"),
+    (["--method", "tds", "--ess-threshold", "1.5"], "--ess-threshold must be in (0, 1], got 1.5"),
+    (["--method", "tds", "--ess-threshold", "0"], "--ess-threshold must be in (0, 1], got 0.0"),
 ]
 
 

@@ -11,7 +11,7 @@ import argparse
 import os
 
 from ..restoration_methods import METHODS
-from .common import add_model_args, add_sampler_args
+from .common import add_model_args, add_sampler_args, check_sampler_flags
 
 # task -> (one line of help, the flags only it takes: dest -> what they default to)
 TASKS = {
@@ -151,6 +151,13 @@ def check_restore_args(args: argparse.Namespace) -> None:
     own = METHODS[method].sampler
     if own is not None and args.sampler is not None:
         raise ValueError(f"--method {method} runs as its own sampler {own!r}; --sampler {args.sampler} cannot run it")
+    sampler = args.sampler or METHODS[method].defaults.get("sampler")  # replacement's default follows the model
+    if sampler is not None:
+        chosen_by = (f"--sampler {sampler}" if args.sampler else f"the sampler of --method {method}" if own else
+                     f"the default of --method {method}; --sampler picks another")
+        if method == "ddrm":
+            chosen_by += "; DDRM's eta and eta_b are --ddrm-eta and --ddrm-eta-b"
+        check_sampler_flags(args, sampler, chosen_by, run_by_method=True)
 
 
 def check_kernel(args: argparse.Namespace) -> None:
