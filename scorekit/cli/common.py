@@ -36,7 +36,8 @@ class DefaultsOnceFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
     def _get_help_string(self, action):
         text = action.help or ""
-        if "default" in text or action.default in (None, False, argparse.SUPPRESS) or action.nargs == 0:
+        silent = any(action.default is v for v in (None, False, argparse.SUPPRESS))  # is: 0 == False is shown
+        if "default" in text or silent or action.nargs == 0:
             return text
         return super()._get_help_string(action)
 
@@ -120,6 +121,8 @@ def sampler_flags(samplers: list[str] | None = None) -> dict[str, dict]:
             if f.name in flags:
                 continue
             meta, kwargs = f.metadata, {"default": None, "help": f.metadata.get("help", "")}
+            if spec.particles is not None and f.default not in (None, False):  # no scheduler overrides it
+                kwargs["help"] += f"; default {f.default}"
             if f.default is False:  # a switch: --probability-flow
                 kwargs["action"] = "store_true"
             elif f.name == "timesteps":

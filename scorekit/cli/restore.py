@@ -85,8 +85,8 @@ def add_restore_args(p: argparse.ArgumentParser, tasks: list[str], samples_flag:
                    help="; ".join(f"{name}: {spec.summary}" for name, spec in METHODS.items()))
     p.add_argument("--noise-std", type=float, default=None,
                    help="sigma_y, the observation's noise std in the model's data units (the shipped models' [-1, 1]: "
-                        "0.02 is 1%% of the image range); with --simulate also the noise added. Default: 0, deblur "
-                        f"{DEFAULT_NOISE['deblur']}")
+                        "0.02 is 1%% of the image range); with --simulate also the noise added. Default: 0" +
+                        "".join(f", {task} {DEFAULT_NOISE[task]}" for task in tasks if task in DEFAULT_NOISE))
     p.add_argument("--simulate", action="store_true",
                    help="--image is the clean image: observe it through the task's operator (plus --noise-std noise, "
                         "drawn with --seed) and show it as the truth at the end of the grid")
