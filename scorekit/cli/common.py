@@ -36,7 +36,8 @@ class DefaultsOnceFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
     def _get_help_string(self, action):
         text = action.help or ""
-        silent = any(action.default is v for v in (None, False, argparse.SUPPRESS))  # is: 0 == False is shown
+        # by identity: a default of 0 (--seed) equals False but is shown
+        silent = any(action.default is v for v in (None, False, argparse.SUPPRESS))
         if "default" in text or silent or action.nargs == 0:
             return text
         return super()._get_help_string(action)
