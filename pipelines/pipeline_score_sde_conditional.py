@@ -163,25 +163,33 @@ class ScoreSDEInpaintPipeline(ScoreSDERestorationPipeline):
         Args:
             image: PIL image(s), numpy ``(B, H, W, C)`` or torch ``(B, C, H, W)`` in [0, 1], of the model's size.
             mask_image: binary PIL / numpy / torch mask of the same height and width, one channel (or the same
-                channels as the image); white (1) is repainted, black (0) kept. A batch of masks is one per sample.
-            batch_size: samples to draw; defaults to the number of images (one image is shared by all samples).
+                channels as the image); white (1) is repainted, black (0) kept. A batch of masks is one per sample
+                (one per image, or with a single image one per sample, the image shared).
+            batch_size: samples to draw; defaults to the number of images, or of masks with a single image (one
+                image is shared by all samples).
             method, noise_std, num_particles, method_options: as :meth:`ScoreSDERestorationPipeline.__call__`
                 (``noise_std`` in the model's data units: the known pixels' noise).
             **kwargs: everything :meth:`ScoreSDEPipeline.__call__` takes.
         """
         x = self.preprocess(image, name="image")
         self._check_image_size(x, "image")
-        known = self._known_pixels(mask_image, x)
+        known = self._known_pixels(mask_image, x, batch_size)
         operator = Mask(known if known.shape[0] > 1 else known[0], tuple(x.shape[1:]))
         return self.restore(x, operator, noise_std, method, num_particles, batch_size, method_options,
                             kwargs.pop("sampler", None), kwargs, name="image")
 
-    def _known_pixels(self, mask_image, x: torch.Tensor) -> torch.Tensor:
-        """``(1 or B, 1 or C, H, W)`` bool, True where ``mask_image`` is black (kept); checked against ``x``."""
+    def _known_pixels(self, mask_image, x: torch.Tensor, batch_size: int | None) -> torch.Tensor:
+        """``(1 or B, 1 or C, H, W)`` bool, True where ``mask_image`` is black (kept); checked against ``x`` and
+        ``batch_size`` (several masks with one image: one mask per sample, the image shared)."""
         mask = images_to_unit(mask_image, self.mask_processor, "mask_image", channels=1).to(x.device)
-        if mask.shape[1] not in (1, x.shape[1]) or mask.shape[0] not in (1, x.shape[0]):
-            raise ValueError(f"mask_image has shape {tuple(mask.shape)}; expected (1 or {x.shape[0]}, 1 or "
-                             f"{x.shape[1]}, {x.shape[2]}, {x.shape[3]})")
+        if mask.shape[1] not in (1, x.shape[1]):
+            raise ValueError(f"mask_image has {mask.shape[1]} channels; expected 1 or {x.shape[1]} (the image's)")
+        if x.shape[0] > 1 and mask.shape[0] not in (1, x.shape[0]):
+            raise ValueError(f"mask_image has {mask.shape[0]} masks but image has {x.shape[0]} images; expected 1 "
+                             f"mask or one per image")
+        if x.shape[0] == 1 and mask.shape[0] > 1 and batch_size not in (None, mask.shape[0]):
+            raise ValueError(f"mask_image has {mask.shape[0]} masks; expected 1 or batch_size={batch_size} (one per "
+                             f"sample)")
         if tuple(mask.shape[2:]) != tuple(x.shape[2:]):
             raise ValueError(f"mask_image is {tuple(mask.shape[2:])} pixels but image is {tuple(x.shape[2:])}")
         soft = (mask > 1 / 255) & (mask < 254 / 255)

@@ -4,6 +4,7 @@ torch-free sampler registry and options (``scorekit.samplers.registry``, ``score
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -79,3 +80,21 @@ def test_import_scorekit_is_light_and_its_names_still_resolve():
             "print(light, scorekit.VPSDE is VPSDE, callable(sample), scorekit.sde.VPSDE is VPSDE)")
     result = subprocess.run([sys.executable, "-c", code], env=ENV, capture_output=True, text=True, timeout=300)
     assert result.stdout.split() == ["True"] * 4, result.stderr[-2000:]
+
+
+@pytest.mark.parametrize("command", ["restore", "inpaint", "colorize", "sample"])
+def test_help_states_every_default(command):
+    """A flag with a default says it in --help (argparse's own, or the help text's "default"); a default of 0
+    (--seed) too, which DefaultsOnceFormatter once took for False."""
+    parser = build_parser([command])
+    sub = next(a for a in parser._actions if a.dest == "command").choices[command]
+    text = sub.format_help()
+    assert "random seed of the torch.Generator (default: 0)" in text
+    formatter = sub._get_formatter()
+    for action in sub._actions:
+        if action.option_strings and action.nargs != 0 and action.default not in (None, argparse.SUPPRESS):
+            assert "default" in formatter._get_help_string(action).lower(), action.option_strings
+    if command != "sample":  # the particle samplers' own defaults (no scheduler sets them); the preset's noise
+        flat = " ".join(text.split())
+        assert "default 16 [tds, mcgdiff]" in flat and "default 0.5 [tds, mcgdiff]" in flat
+        assert ("deblur 0.02" in flat) == (command == "restore")

@@ -30,6 +30,12 @@ def files(tmp_path_factory):
     PIL.Image.fromarray(mask).save(paths["mask"])
     paths["kernel"] = str(root / "kernel.npy")
     np.save(paths["kernel"], np.full((3, 3), 1 / 9))
+    bad_kernels = {"nan_kernel": np.array([[0.5, np.nan], [0.25, 0.25]]), "zero_kernel": np.zeros((3, 3)),
+                   "edge_kernel": np.array([[1.0, -1.0]]), "flat_kernel": np.full(3, 1 / 3),
+                   "text_kernel": np.array([["a", "b"], ["c", "d"]])}
+    for name, kernel in bad_kernels.items():
+        paths[name] = str(root / f"{name}.npy")
+        np.save(paths[name], kernel)
     return paths
 
 
@@ -106,7 +112,7 @@ BAD = [
     (["--task", "superres", "--image", "{low}", "--factor", "3"], "--factor 3 does not divide the model's size 8x8"),
     (["--task", "superres", "--image", "{image}"], "--image {image} is 8x8 pixels but --factor 2 observes 4x4"),
     (["--task", "superres", "--image", "{low}", "--method", "ddrm", "--snr", "0.2"],
-     "snr=0.2 is not a setting of sampler='ddrm'"),
+     "--snr is not a setting of sampler ddrm (the sampler of --method ddrm"),
 ]
 
 
@@ -139,3 +145,39 @@ def test_colorize_needs_an_rgb_model(tmp_path, capsys):
     code, _, err = run(["restore", "--model", str(tmp_path / "gray"), "--task", "colorize", "--image", str(image),
                         "--out", str(tmp_path / "o.png")], capsys)
     assert code == 2 and "--task colorize needs an RGB model (in_channels=3)" in err
+
+
+# flags refused before the model loads: the .npy kernel (numpy only), the sampler flags against the sampler the
+# method or --sampler picks (the registry), --ess-threshold's range
+BEFORE_LOAD = [
+    (["--kernel", "{nan_kernel}"], "--kernel {nan_kernel} holds non-finite values (1 NaN or inf of 4 taps)"),
+    (["--kernel", "{zero_kernel}"], "--kernel {zero_kernel} sums to 0 (all zeros observe nothing)"),
+    (["--kernel", "{edge_kernel}"], "--kernel {edge_kernel} sums to 0"),
+    (["--kernel", "{flat_kernel}"], "--kernel {flat_kernel} must hold a 2-D array (height x width taps), got shape "
+                                    "(3,)"),
+    (["--kernel", "{text_kernel}"], "--kernel {text_kernel} must hold real numbers, got dtype <U1"),
+    (["--method", "ddrm", "--eta", "0.5"], "--eta is not a setting of sampler ddrm (the sampler of --method ddrm; "
+                                           "DDRM's eta and eta_b are --ddrm-eta and --ddrm-eta-b); its settings are "
+                                           "none"),
+    (["--method", "mcgdiff", "--snr", "0.1"], "--snr is not a setting of sampler mcgdiff (the sampler of --method "
+                                              "mcgdiff); its settings are --num-particles, --ess-threshold, "
+                                              "--return-particles"),
+    (["--method", "dps", "--eta", "0.5"], "--eta is not a setting of sampler pc (the default of --method dps; "
+                                          "--sampler picks another); its settings are --timesteps, --predictor,"),
+    (["--method", "dps", "--sampler", "ode", "--snr", "0.1"], "--snr is not a setting of sampler ode (--sampler ode)"),
+    (["--method", "tds", "--ess-threshold", "1.5"], "--ess-threshold must be in (0, 1], got 1.5"),
+    (["--method", "tds", "--ess-threshold", "0"], "--ess-threshold must be in (0, 1], got 0.0"),
+]
+
+
+@pytest.mark.parametrize("flags, message", BEFORE_LOAD, ids=[str(i) for i in range(len(BEFORE_LOAD))])
+def test_bad_flags_are_refused_before_the_model_loads(flags, message, files, tmp_path, capsys, monkeypatch):
+    def no_load(*args, **kwargs):
+        raise AssertionError("the model must not load before the flags are checked")
+
+    monkeypatch.setattr("scorekit.cli.restore_tasks.load_pipeline", no_load)
+    out = tmp_path / "grid.png"
+    code, stdout, err = run(["restore", "--model", files["model"], "--task", "deblur", "--image", files["image"],
+                             *[f.format(**files) for f in flags], "--steps", "2", "--out", str(out)], capsys)
+    assert code == 2 and message.format(**files) in err and len(err.strip().splitlines()) == 1, err
+    assert not out.exists() and "wrote" not in stdout

@@ -33,7 +33,7 @@ from conftest import (
 from hub_layouts import tiny_ddpm_unet
 
 import scorekit
-from scorekit.conditioning import DDRM, DPS, Downsample, Gray, Mask, Observation, PiGDM, Replacement
+from scorekit.conditioning import DDRM, DPS, TDS, Downsample, Gray, Mask, Observation, PiGDM, Replacement
 
 F64 = torch.float64
 
@@ -170,6 +170,22 @@ def test_gradient_methods_run_under_no_grad(method):
     plain, _ = scorekit.sample(score_fn, scorekit.VPSDE(), (2, 3, 2, 2), "ddim", steps=4, dtype=F64,
                                generator=torch.Generator().manual_seed(0))
     assert not torch.allclose(plain, outs[0]) and info["nfe"] == 5
+
+
+@pytest.mark.parametrize("method, sampler", [(DPS, "ddim"), (PiGDM, "pc"), (TDS, "tds")])
+def test_gradient_methods_refuse_inference_mode_before_any_score_call(method, sampler):
+    """inference_mode cannot be undone by a local enable_grad: a clear error naming the method, not autograd's."""
+    calls = []
+
+    def score_fn(x, t):
+        calls.append(1)
+        return -x
+
+    obs = Observation(Gray((3, 2, 2)), torch.rand(1, 1, 2, 2))
+    message = rf"{method.method} takes gradients .*inference_mode\(\) forbids; run it under torch.no_grad\(\)"
+    with torch.inference_mode(), pytest.raises(RuntimeError, match=message):
+        scorekit.sample(score_fn, scorekit.VPSDE(), (2, 3, 2, 2), sampler, steps=2, condition=method(obs))
+    assert calls == []
 
 
 @pytest.mark.parametrize("method", [DPS, PiGDM, Replacement, DDRM])

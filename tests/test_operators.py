@@ -131,6 +131,7 @@ def test_composition_forward_and_adjoint():
     (lambda: Downsample((3, 5, 4), 2), ValueError, "divisible by factor"),
     (lambda: Downsample((3, 4, 4), 0), ValueError, "factor must be an integer"),
     (lambda: Blur(torch.ones(5, 5), (3, 4, 4)), ValueError, "kernel of shape"),
+    (lambda: Blur(torch.zeros(3, 3), (3, 4, 4)), ValueError, "kernel is all zeros"),
     (lambda: Matrix(torch.ones(2, 6), (2, 2)), ValueError, "in_shape"),
     (lambda: Matrix(torch.ones(2, 3, 4)), ValueError, "matrix must be"),
     (lambda: Observation(Gray((3, 2, 2)), torch.zeros(1, 3, 2, 2)), ValueError, "y has shape"),

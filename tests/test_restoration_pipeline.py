@@ -168,6 +168,16 @@ def test_gradient_methods_run_inside_no_grad_and_the_callback_sees_every_step():
         assert seen == [(0, (rows, *SHAPE)), (1, (rows, *SHAPE))] and torch.isfinite(out.images).all()
 
 
+@pytest.mark.parametrize("method, name", [("dps", "DPS"), ("pigdm", "PiGDM"), ("tds", "TDS")])
+def test_gradient_methods_refuse_inference_mode_by_name_before_any_work(method, name):
+    pipe = tiny()
+    calls = counted(pipe)
+    op, y = low_res_observation()
+    with torch.inference_mode(), pytest.raises(RuntimeError, match=f"{name} takes gradients.*torch.no_grad"):
+        pipe(observation=y, operator=op, noise_std=0.02, method=method, num_inference_steps=2)
+    assert calls == []
+
+
 def test_a_class_conditional_unet_restores_with_its_null_label(tmp_path):
     """A pipeline folder of a class-conditional UNet with a classifier loads as a restoration pipeline and restores
     with the unconditional score s(x, t, null) (the last class embedding)."""
@@ -219,6 +229,35 @@ def test_inpaint_preset_takes_every_method_and_keeps_known_pixels(method):
     known = mask[0, 0] == 0
     torch.testing.assert_close(out.images[..., known], image[..., known].expand(2, 3, -1), atol=1e-5, rtol=0)
     assert isinstance(out, ScoreSDERestorationOutput) and out.sampler == EXPECTED[method][1]["sampler"]
+
+
+def test_inpaint_preset_takes_one_mask_per_sample_with_one_image():
+    """A batch of masks with a single image: one mask per sample, the image shared (PIL masks as a list too)."""
+    pipe = tiny(ScoreSDEInpaintPipeline)
+    image = truth()
+    hole = np.zeros((8, 8), dtype=np.uint8)
+    hole[2:6, 2:6] = 255  # white = repaint
+    masks = [PIL.Image.fromarray(hole), PIL.Image.fromarray(np.zeros((8, 8), dtype=np.uint8))]  # the 2nd keeps all
+    for batch_size in (2, None):
+        out = pipe(image=image, mask_image=masks, batch_size=batch_size, num_inference_steps=3, output_type="pt",
+                   generator=torch.Generator().manual_seed(0))
+        known = torch.from_numpy(hole == 0)
+        assert out.images.shape == (2, *SHAPE)
+        torch.testing.assert_close(out.images[0][..., known], image[0][..., known], atol=1e-5, rtol=0)
+        torch.testing.assert_close(out.images[1], image[0], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("images, masks, batch_size, message", [
+    (1, 2, 3, r"mask_image has 2 masks; expected 1 or batch_size=3"),
+    (2, 3, None, r"mask_image has 3 masks but image has 2 images; expected 1 mask or one per image"),
+])
+def test_inpaint_preset_names_a_mask_count_that_fits_neither(images, masks, batch_size, message):
+    pipe = tiny(ScoreSDEInpaintPipeline)
+    calls = counted(pipe)
+    with pytest.raises(ValueError, match=message):
+        pipe(image=truth(images), mask_image=torch.zeros(masks, 1, 8, 8), batch_size=batch_size,
+             num_inference_steps=2)
+    assert calls == []
 
 
 def test_colorization_preset_with_a_particle_method_keeps_the_gray_image():

@@ -21,8 +21,9 @@ if TYPE_CHECKING:
 # (one validator, scorekit.utils.check_count) before any work, under the flag the user typed.
 COUNT_ARGS = {"batch_size": 1, "num_samples": 1, "nrow": 1, "steps": 1, "n_corrector_steps": 1, "num_probes": 1,
               "num_particles": 1, "factor": 1, "kernel_size": 1}
-POSITIVE_ARGS = ("snr", "rtol", "atol", "ess_threshold", "blur_sigma")
+POSITIVE_ARGS = ("snr", "rtol", "atol", "blur_sigma")
 NON_NEGATIVE_ARGS = ("eta", "noise_std", "scale")
+FRACTION_ARGS = ("ess_threshold",)  # in (0, 1]
 # sampler options whose flag is spelled otherwise where the plain spelling means something else: `scorekit restore
 # --method` names the restoration method, so the PF-ODE solver's `method` is `--ode-method` there
 RENAMED_FLAGS = {"method": "--ode-method"}
@@ -35,7 +36,9 @@ class DefaultsOnceFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
     def _get_help_string(self, action):
         text = action.help or ""
-        if "default" in text or action.default in (None, False, argparse.SUPPRESS) or action.nargs == 0:
+        # by identity: a default of 0 (--seed) equals False but is shown
+        silent = any(action.default is v for v in (None, False, argparse.SUPPRESS))
+        if "default" in text or silent or action.nargs == 0:
             return text
         return super()._get_help_string(action)
 
@@ -53,6 +56,10 @@ def check_cli_args(args: argparse.Namespace) -> None:
     for dest in POSITIVE_ARGS + NON_NEGATIVE_ARGS:
         if getattr(args, dest, None) is not None:
             check_positive(flag(dest), getattr(args, dest), allow_zero=dest in NON_NEGATIVE_ARGS)
+    for dest in FRACTION_ARGS:
+        value = getattr(args, dest, None)
+        if value is not None and not 0 < value <= 1:
+            raise ValueError(f"{flag(dest)} must be in (0, 1], got {value}")
     if getattr(args, "device", None) not in (None, "cpu"):
         check_device(args.device)
     for dest in IMAGE_ARGS:
@@ -115,6 +122,8 @@ def sampler_flags(samplers: list[str] | None = None) -> dict[str, dict]:
             if f.name in flags:
                 continue
             meta, kwargs = f.metadata, {"default": None, "help": f.metadata.get("help", "")}
+            if spec.particles is not None and f.default not in (None, False):  # no scheduler overrides it
+                kwargs["help"] += f"; default {f.default}"
             if f.default is False:  # a switch: --probability-flow
                 kwargs["action"] = "store_true"
             elif f.name == "timesteps":
@@ -154,7 +163,23 @@ def add_sampler_args(parser: argparse.ArgumentParser, run_by_method: bool = Fals
                         f"default per sampler: {defaults}")
     g.add_argument("--no-denoise", action="store_true", help="skip the final denoising step")
     for name, kwargs in sampler_flags(list(shown)).items():
-        g.add_argument(RENAMED_FLAGS.get(name, flag(name)) if run_by_method else flag(name), dest=name, **kwargs)
+        g.add_argument(sampler_flag(name, run_by_method), dest=name, **kwargs)
+
+
+def sampler_flag(name: str, run_by_method: bool = False) -> str:
+    """The flag of sampler option ``name`` (:func:`add_sampler_args`; ``run_by_method``: :data:`RENAMED_FLAGS`)."""
+    return RENAMED_FLAGS.get(name, flag(name)) if run_by_method else flag(name)
+
+
+def check_sampler_flags(args: argparse.Namespace, sampler: str, chosen_by: str, run_by_method: bool = False) -> None:
+    """A ValueError naming the first sampler flag set in ``args`` that ``sampler`` (the registry's) does not take, the
+    sampler, what chose it (``chosen_by``) and its own flags; torch-free, so it runs before the model loads."""
+    own = REGISTRY[sampler].options.option_names()
+    for name in sampler_overrides(args):
+        if name != "denoise" and name not in own:
+            flags = ", ".join(sampler_flag(n, run_by_method) for n in own) or "none"
+            raise ValueError(f"{sampler_flag(name, run_by_method)} is not a setting of sampler {sampler} "
+                             f"({chosen_by}); its settings are {flags}")
 
 
 def sampler_overrides(args: argparse.Namespace) -> dict:

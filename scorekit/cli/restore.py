@@ -11,7 +11,7 @@ import argparse
 import os
 
 from ..restoration_methods import METHODS
-from .common import add_model_args, add_sampler_args
+from .common import add_model_args, add_sampler_args, check_sampler_flags
 
 # task -> (one line of help, the flags only it takes: dest -> what they default to)
 TASKS = {
@@ -85,8 +85,8 @@ def add_restore_args(p: argparse.ArgumentParser, tasks: list[str], samples_flag:
                    help="; ".join(f"{name}: {spec.summary}" for name, spec in METHODS.items()))
     p.add_argument("--noise-std", type=float, default=None,
                    help="sigma_y, the observation's noise std in the model's data units (the shipped models' [-1, 1]: "
-                        "0.02 is 1%% of the image range); with --simulate also the noise added. Default: 0, deblur "
-                        f"{DEFAULT_NOISE['deblur']}")
+                        "0.02 is 1%% of the image range); with --simulate also the noise added. Default: 0" +
+                        "".join(f", {task} {DEFAULT_NOISE[task]}" for task in tasks if task in DEFAULT_NOISE))
     p.add_argument("--simulate", action="store_true",
                    help="--image is the clean image: observe it through the task's operator (plus --noise-std noise, "
                         "drawn with --seed) and show it as the truth at the end of the grid")
@@ -151,21 +151,51 @@ def check_restore_args(args: argparse.Namespace) -> None:
     own = METHODS[method].sampler
     if own is not None and args.sampler is not None:
         raise ValueError(f"--method {method} runs as its own sampler {own!r}; --sampler {args.sampler} cannot run it")
+    sampler = args.sampler or METHODS[method].defaults.get("sampler")  # replacement's default follows the model
+    if sampler is not None:
+        chosen_by = (f"--sampler {sampler}" if args.sampler else f"the sampler of --method {method}" if own else
+                     f"the default of --method {method}; --sampler picks another")
+        if method == "ddrm":
+            chosen_by += "; DDRM's eta and eta_b are --ddrm-eta and --ddrm-eta-b"
+        check_sampler_flags(args, sampler, chosen_by, run_by_method=True)
 
 
 def check_kernel(args: argparse.Namespace) -> None:
-    """``--kernel`` is a known shape or a .npy file; ``--blur-sigma`` only with gaussian, ``--kernel-size`` not with a
-    file."""
+    """``--kernel`` is a known shape or a .npy file holding a usable kernel; ``--blur-sigma`` only with gaussian,
+    ``--kernel-size`` not with a file."""
     kernel = args.kernel or TASKS["deblur"][1]["kernel"]
     if kernel not in KERNELS:
         if not kernel.endswith(".npy"):
             raise ValueError(f"--kernel must be {' or '.join(KERNELS)} or a .npy file, got {kernel!r}")
-        if not os.path.isfile(kernel):
-            raise ValueError(f"--kernel {kernel}: no such file")
         if args.kernel_size is not None:
             raise ValueError("--kernel-size is for --kernel gaussian or box; a .npy kernel has its own size")
+        load_kernel(kernel)  # numpy only: a bad file is named before the model loads
     if args.blur_sigma is not None and kernel != "gaussian":
         raise ValueError(f"--blur-sigma is for --kernel gaussian, not --kernel {kernel}")
+
+
+def load_kernel(path: str):
+    """The 2-D float64 numpy kernel in the .npy file ``path``; each problem a ValueError naming ``--kernel``."""
+    import numpy as np
+
+    if not os.path.isfile(path):
+        raise ValueError(f"--kernel {path}: no such file")
+    try:
+        kernel = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"--kernel {path} is not a readable .npy array: {err}") from None
+    if not (np.issubdtype(kernel.dtype, np.integer) or np.issubdtype(kernel.dtype, np.floating)):
+        raise ValueError(f"--kernel {path} must hold real numbers, got dtype {kernel.dtype}")
+    if kernel.ndim != 2:
+        raise ValueError(f"--kernel {path} must hold a 2-D array (height x width taps), got shape {kernel.shape}")
+    if not np.isfinite(kernel).all():
+        raise ValueError(f"--kernel {path} holds non-finite values ({int((~np.isfinite(kernel)).sum())} NaN or inf "
+                         f"of {kernel.size} taps); every tap must be finite")
+    kernel = kernel.astype(np.float64)
+    if abs(kernel.sum()) <= 1e-12 * np.abs(kernel).sum():  # all zeros too
+        raise ValueError(f"--kernel {path} sums to 0 (all zeros observe nothing); a blur kernel sums to a positive "
+                         f"value, 1 keeps the brightness")
+    return kernel
 
 
 def run(args: argparse.Namespace) -> int:

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from .common import load_image, load_pipeline, mark_hole, sampler_overrides, save_grid
+from .restore import load_kernel
 
 
 @dataclass
@@ -103,10 +104,7 @@ def blur_kernel(args: argparse.Namespace) -> torch.Tensor:
         return gaussian_kernel(args.blur_sigma, args.kernel_size)
     if args.kernel == "box":
         return box_kernel(args.kernel_size)
-    kernel = np.load(args.kernel, allow_pickle=False)
-    if kernel.ndim != 2 or not np.isfinite(kernel).all() or not np.issubdtype(kernel.dtype, np.number):
-        raise ValueError(f"--kernel {args.kernel} must hold a finite 2-D numeric array, got shape {kernel.shape}")
-    return torch.from_numpy(kernel.astype(np.float64))
+    return torch.from_numpy(load_kernel(args.kernel))  # checked before the model loaded
 
 
 def binary_mask(mask: np.ndarray, args: argparse.Namespace) -> np.ndarray:

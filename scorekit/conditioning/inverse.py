@@ -65,6 +65,7 @@ class InverseProblem(Condition):
 
     method = "inverse problem"
     needs_svd = False
+    needs_autograd = False  # takes gradients through the score network (DPS, PiGDM, TDS)
 
     def __init__(self, observation: Observation | None):
         if observation is not None:
@@ -83,7 +84,15 @@ class InverseProblem(Condition):
         """The observation for samples like ``x_T`` (subclasses that build it from the sample shape override)."""
         return self.observation
 
+    def check_grad_mode(self) -> None:
+        """A RuntimeError, before any network call, when this method needs autograd but runs under
+        ``torch.inference_mode()`` (which a local ``torch.enable_grad()`` cannot undo)."""
+        if self.needs_autograd and torch.is_inference_mode_enabled():
+            raise RuntimeError(f"{self.method} takes gradients through the score network, which "
+                               f"torch.inference_mode() forbids; run it under torch.no_grad() instead")
+
     def bind(self, sde: SDE, x_T: torch.Tensor, generator: torch.Generator | None) -> None:
+        self.check_grad_mode()
         self.observation = self.observation_for(x_T)
         self._check_observation(self.observation)
         self.observation.check_samples(tuple(x_T.shape))
@@ -97,7 +106,9 @@ class InverseProblem(Condition):
 
         Raises:
             ValueError: naming the mismatch.
+            RuntimeError: a method that needs autograd under ``torch.inference_mode()``.
         """
+        self.check_grad_mode()
         if self.observation is not None:
             self.observation.check_samples(tuple(shape))
         for other in condition.conditions if isinstance(condition, Compose) else [condition]:
@@ -190,6 +201,7 @@ class TDS(ParticleProblem):
     """
 
     method = "TDS"
+    needs_autograd = True
 
     def __init__(self, observation: Observation | None = None, *, log_likelihood: Callable | None = None,
                  data_variance: float | None = None):

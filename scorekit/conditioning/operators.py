@@ -247,6 +247,9 @@ class Blur(LinearOperator):
                              f"larger than the blurred dims of in_shape {in_shape}")
         if not torch.isfinite(kernel).all():
             raise ValueError("kernel has NaN or inf values")
+        if not kernel.any():
+            raise ValueError("kernel is all zeros, so the blur observes nothing; give a kernel with nonzero taps "
+                             "(e.g. gaussian_kernel(1.0, 5))")
         if isinstance(rcond, bool) or not isinstance(rcond, numbers.Real) or not 0 <= rcond < 1:
             raise ValueError(f"rcond must be a number in [0, 1), got {rcond!r}")
         super().__init__(in_shape, in_shape)

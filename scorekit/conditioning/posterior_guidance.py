@@ -3,7 +3,8 @@ score network at the Tweedie estimate ``x0_hat = (x_t + std^2 score) / alpha`` (
 
 Both wrap the score (``wrap_score``), so they run with every sampler; each score evaluation is one forward and one
 backward pass through the network (``info["nfe"]`` counts the forward ones). The gradient is taken under a local
-``torch.enable_grad()``, so they work inside ``torch.no_grad`` (``scorekit.sample`` and the pipelines run so).
+``torch.enable_grad()``, so they work inside ``torch.no_grad`` (``scorekit.sample`` and the pipelines run so); under
+``torch.inference_mode()``, which cannot be undone locally, they raise before the first network call.
 
 Neither is exact in general (the bias on the Gaussian oracles is measured by ``benchmarks/conditional.py
 --sections inverse`` and bounded in ``tests/test_inverse_methods.py``); PiGDM is exact for white Gaussian data
@@ -25,6 +26,8 @@ from .linear import Observation
 
 class _LikelihoodGuidance(InverseProblem):
     """``score + correction(x, x0_hat, t)``, the correction computed with autograd through ``x0_hat``."""
+
+    needs_autograd = True
 
     def __init__(self, observation: Observation, scale: float):
         super().__init__(observation)
