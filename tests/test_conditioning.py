@@ -145,6 +145,25 @@ def test_guidance_accepts_logits_per_sample_labels_and_scale():
     torch.testing.assert_close(off(x, t), mix(x, t))
 
 
+def test_classifier_guidance_refuses_inference_mode_before_any_call():
+    """torch.inference_mode() cannot be undone by the local enable_grad of the classifier's gradient: a clear error
+    naming the method before any score or classifier call (autograd's bare "does not require grad" otherwise)."""
+    mix = mixture_2d()
+    calls = []
+
+    def score(x, t):
+        calls.append("score")
+        return mix(x, t)
+
+    def log_prob(x, t):
+        calls.append("classifier")
+        return mix.class_log_posterior(x, t)
+
+    with torch.inference_mode(), pytest.raises(RuntimeError, match="classifier guidance takes gradients .*no_grad"):
+        scorekit.sample(score, mix.sde, (4, 2), "ddim", steps=3, condition=scorekit.ClassifierGuidance(log_prob, 1))
+    assert calls == []
+
+
 # --- statistics: samplers against the exact conditionals -------------------------------------------------------------
 @pytest.mark.parametrize("sampler, kwargs", [("pc", dict(steps=500)), ("ode", dict(method="dopri5"))])
 def test_guided_samples_follow_the_requested_component(sampler, kwargs):

@@ -87,3 +87,11 @@ def find_condition(condition: Condition, kind: type) -> Condition | None:
     if len(found) > 1:
         raise ValueError(f"condition holds {len(found)} {kind.__name__} conditions; give one")
     return found[0] if found else None
+
+
+def refuse_inference_mode(method: str) -> None:
+    """A RuntimeError, before any network call, for a method that takes gradients through a network under
+    ``torch.inference_mode()`` (which a local ``torch.enable_grad()`` cannot undo, unlike ``torch.no_grad()``)."""
+    if torch.is_inference_mode_enabled():
+        raise RuntimeError(f"{method} takes gradients through the score network, which torch.inference_mode() "
+                           f"forbids; run it under torch.no_grad() instead")

@@ -16,7 +16,7 @@ import torch
 
 from ..sde import SDE
 from ..utils import check_finite
-from .base import Condition
+from .base import Condition, refuse_inference_mode
 
 LogProbFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -124,6 +124,7 @@ class ClassifierGuidance(Condition):
         self._bound_labels, self.classifier_calls = None, 0
 
     def bind(self, sde: SDE, x_T: torch.Tensor, generator: torch.Generator | None) -> None:
+        refuse_inference_mode("classifier guidance")
         t = torch.full((x_T.shape[0],), sde.T, dtype=x_T.dtype, device=x_T.device)
         as_labels(self.labels, x_T.shape[0])  # the length check needs no classifier call: do it first
         with torch.no_grad():

@@ -25,7 +25,7 @@ import torch
 
 from ..sde import SDE
 from ..utils import check_positive
-from .base import Compose, Condition
+from .base import Compose, Condition, refuse_inference_mode
 from .linear import SVD, Observation
 
 
@@ -87,9 +87,8 @@ class InverseProblem(Condition):
     def check_grad_mode(self) -> None:
         """A RuntimeError, before any network call, when this method needs autograd but runs under
         ``torch.inference_mode()`` (which a local ``torch.enable_grad()`` cannot undo)."""
-        if self.needs_autograd and torch.is_inference_mode_enabled():
-            raise RuntimeError(f"{self.method} takes gradients through the score network, which "
-                               f"torch.inference_mode() forbids; run it under torch.no_grad() instead")
+        if self.needs_autograd:
+            refuse_inference_mode(self.method)
 
     def bind(self, sde: SDE, x_T: torch.Tensor, generator: torch.Generator | None) -> None:
         self.check_grad_mode()
