@@ -106,7 +106,8 @@ def observation_of(problem) -> Observation:
 CONFIGS = {
     8: [("tds", 1, 100), ("mcgdiff", 1, 100), ("tds", 128, 100), ("tds", 32, 400), ("mcgdiff", 128, 100)],
     80: [("tds", 1, 100), ("mcgdiff", 1, 100), ("tds", 64, 400), ("mcgdiff", 256, 100)],
-    800: [("tds", 1, 100), ("mcgdiff", 1, 100), ("tds", 32, 400), ("mcgdiff", 128, 100), ("mcgdiff", 256, 100)],
+    800: [("tds", 1, 100), ("mcgdiff", 1, 100), ("tds", 32, 400), ("tds", 128, 100), ("mcgdiff", 128, 100),
+          ("mcgdiff", 256, 100)],
 }
 QUICK = [("tds", 1, 100), ("mcgdiff", 1, 100), ("tds", 32, 400), ("mcgdiff", 128, 100)]
 SAMPLES = {8: 1000, 80: 300, 800: 100}
