@@ -261,4 +261,9 @@ def test_cli_rejects_a_flag_of_another_sampler(tmp_path, capsys):
     code = main(["sample", "--model", model, "--sampler", "dpmsolver++", "--snr", "0.2", "--steps", "2",
                  "--out", str(tmp_path / "g.png")])
     assert code == 2
-    assert re.search(r"snr=0\.2 is not a setting of sampler='dpmsolver\+\+'", capsys.readouterr().err)
+    assert re.search(r"--snr is not a setting of sampler dpmsolver\+\+ \(--sampler\); its settings are .*--order",
+                     capsys.readouterr().err)
+    # refused before the model loads: a folder that does not exist is never read
+    assert main(["sample", "--model", str(tmp_path / "nowhere"), "--sampler", "ddim", "--snr", "0.2",
+                 "--out", str(tmp_path / "g.png")]) == 2
+    assert "--snr is not a setting of sampler ddim" in capsys.readouterr().err

@@ -9,6 +9,7 @@ from . import sample_shards
 from .common import (
     add_model_args,
     add_sampler_args,
+    check_sampler_flags,
     load_pipeline,
     require_class_conditioning,
     sampler_overrides,
@@ -50,6 +51,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--overwrite is for sharded runs (--num-images N --out DIR); a PNG grid is always replaced")
     if args.guidance_scale is not None and args.class_label is None:
         raise ValueError("--guidance-scale needs --class-label (guidance steers towards a class)")
+    if args.sampler is not None:  # the model's own sampler is known only once it is loaded
+        check_sampler_flags(args, args.sampler, "--sampler")
     overrides = sampler_overrides(args)
     kwargs = dict(num_inference_steps=args.steps, output_type="pt", sampler=args.sampler, **overrides)
     guidance = {}
