@@ -216,9 +216,12 @@ class ScoreSDERestorationPipeline(ScoreSDEPipeline):
 
 
 def check_noise_std(noise_std) -> float:
-    """``noise_std`` as a float ``>= 0`` (``None``: 0), else a ValueError naming it."""
+    """``noise_std`` (a number or a one-element tensor) as a float ``>= 0`` (``None``: 0), else a ValueError naming
+    it."""
     if noise_std is None:
         return 0.0
+    if isinstance(noise_std, torch.Tensor) and noise_std.numel() == 1 and not noise_std.is_complex():
+        noise_std = noise_std.item()
     if isinstance(noise_std, bool) or not isinstance(noise_std, numbers.Real) or not math.isfinite(noise_std) \
             or noise_std < 0:
         raise ValueError(f"noise_std must be a finite number >= 0 (the observation's noise standard deviation in the "

@@ -75,6 +75,17 @@ def test_restore_writes_observation_samples_and_truth(case, files, tmp_path, cap
     assert re.search(r"NFE \d+ per sample", stdout) and ("PSNR" in stdout) == ("--simulate" in flags)
 
 
+def test_a_channel_conversion_is_reported(files, tmp_path, capsys):
+    """A gray observation given to an RGB model is copied to every channel, and the command says so, as it does for
+    --resize (it was silent)."""
+    gray = tmp_path / "gray.png"
+    PIL.Image.fromarray(np.arange(16, dtype=np.uint8).reshape(4, 4) * 16).save(gray)
+    code, stdout, err = run(["restore", "--model", files["model"], "--task", "superres", "--image", str(gray),
+                             "--method", "ddrm", "--steps", "2", "--out", str(tmp_path / "g.png")], capsys)
+    assert code == 0, err
+    assert f"converted --image {gray} from 1 to 3 channels, gray to RGB" in stdout
+
+
 def test_particle_methods_report_the_nfe_per_sample_and_return_their_particles(files, tmp_path, capsys):
     out = tmp_path / "grid.png"
     common = ["restore", "--model", files["model"], "--task", "superres", "--image", files["image"], "--simulate",

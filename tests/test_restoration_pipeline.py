@@ -101,6 +101,17 @@ def test_each_method_is_its_condition_with_its_sampler(method):
     assert (out.particles is None) == (k == 1)
 
 
+def test_noise_std_may_be_a_one_element_tensor():
+    pipe = tiny()
+    op, y = low_res_observation(noise=0.05)
+    runs = [pipe(observation=y, operator=op, noise_std=s, method="ddrm", batch_size=2, num_inference_steps=3,
+                 generator=torch.Generator().manual_seed(0), output_type="pt").images
+            for s in (0.05, torch.tensor(0.05, dtype=torch.float64))]
+    torch.testing.assert_close(runs[0], runs[1], atol=0, rtol=0)
+    with pytest.raises(ValueError, match="noise_std must be a finite number >= 0"):
+        pipe(observation=y, operator=op, noise_std=torch.tensor([0.05, 0.1]), method="ddrm")
+
+
 @pytest.mark.parametrize("method", ["replacement", "ddrm", "mcgdiff"])
 def test_noiseless_exact_methods_reproduce_the_observation(method):
     """Replacement, DDRM (eta_b = 1) and MCGdiff return samples with A x = y exactly when y is noiseless. In float64

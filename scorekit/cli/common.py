@@ -233,7 +233,9 @@ def load_image(path: str, size: tuple[int, int], channels: int | None = None, op
     from ..image_io import resize_array, to_channels
 
     image = read_image(path, option)
-    if channels is not None:
+    if channels is not None and image.shape[2] != channels:
+        how = "gray to RGB (copied to every channel)" if channels == 3 else f"RGB to gray ({gray})"
+        print(f"converted {option} {path} from {image.shape[2]} to {channels} channels, {how}, as the model takes")
         image = to_channels(image, channels, f"{option} {path}", gray)
     height, width = image.shape[:2]
     if (width, height) == tuple(size):
