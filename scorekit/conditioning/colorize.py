@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from .inpaint import _as_tensor
+from .inpaint import as_tensor
 from .linear import Observation
 from .operators import DECOUPLE, Gray, gray_chroma_to_rgb, rgb_to_gray_chroma  # noqa: F401  (re-exported)
 from .replacement import Replacement
@@ -35,7 +35,7 @@ class Colorize(Replacement):
     method = "Colorize"
 
     def __init__(self, gray: torch.Tensor):
-        gray = _as_tensor("gray", gray)
+        gray = as_tensor("gray", gray)
         if not gray.is_floating_point():
             gray = gray.to(torch.get_default_dtype())
         if gray.ndim < 3 or gray.shape[1] != 1:

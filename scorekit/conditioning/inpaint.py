@@ -21,7 +21,7 @@ from .operators import Mask, binary_mask
 from .replacement import Replacement
 
 
-def _as_tensor(name: str, value) -> torch.Tensor:
+def as_tensor(name: str, value) -> torch.Tensor:
     if isinstance(value, torch.Tensor):
         return value
     try:
@@ -50,7 +50,7 @@ class Inpaint(Replacement):
     method = "Inpaint"
 
     def __init__(self, image: torch.Tensor, mask: torch.Tensor):
-        image = _as_tensor("image", image)
+        image = as_tensor("image", image)
         if not image.is_floating_point():
             image = image.to(torch.get_default_dtype())
         mask = binary_mask("mask", mask)

@@ -29,7 +29,7 @@ from collections.abc import Callable
 import torch
 
 
-def _check_shape(name: str, shape) -> tuple[int, ...]:
+def check_event_shape(name: str, shape) -> tuple[int, ...]:
     if isinstance(shape, torch.Size):
         shape = tuple(shape)
     if not isinstance(shape, (tuple, list)) or not shape or not all(
@@ -92,7 +92,8 @@ class LinearOperator:
     batch_size: int | None = None  # set by operators that differ per sample (see the module doc)
 
     def __init__(self, in_shape: tuple[int, ...], out_shape: tuple[int, ...]):
-        self.in_shape, self.out_shape = _check_shape("in_shape", in_shape), _check_shape("out_shape", out_shape)
+        self.in_shape = check_event_shape("in_shape", in_shape)
+        self.out_shape = check_event_shape("out_shape", out_shape)
         self._buffers: dict = {}
 
     @property

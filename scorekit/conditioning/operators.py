@@ -21,7 +21,15 @@ import numbers
 
 import torch
 
-from .linear import SVD, ComposedOperator, LinearOperator, Observation, _check_shape, adjointness_error, svd_errors
+from .linear import (
+    SVD,
+    ComposedOperator,
+    LinearOperator,
+    Observation,
+    adjointness_error,
+    check_event_shape,
+    svd_errors,
+)
 
 __all__ = ["LinearOperator", "SVD", "Observation", "ComposedOperator", "Mask", "Gray", "Downsample", "Blur", "Matrix",
            "DECOUPLE", "rgb_to_gray_chroma", "gray_chroma_to_rgb", "adjointness_error", "svd_errors"]
@@ -82,7 +90,7 @@ class Mask(LinearOperator):
 
     def __init__(self, mask, in_shape: tuple[int, ...] | None = None):
         mask = binary_mask("mask", mask)
-        in_shape = _check_shape("in_shape", tuple(mask.shape) if in_shape is None else in_shape)
+        in_shape = check_event_shape("in_shape", tuple(mask.shape) if in_shape is None else in_shape)
         super().__init__(in_shape, in_shape)
         batch = None
         if mask.ndim == len(in_shape) + 1:
@@ -121,7 +129,7 @@ class Gray(LinearOperator):
     """
 
     def __init__(self, in_shape: tuple[int, ...]):
-        in_shape = _check_shape("in_shape", in_shape)
+        in_shape = check_event_shape("in_shape", in_shape)
         if len(in_shape) < 2 or in_shape[0] != 3:
             raise ValueError(f"Gray needs in_shape (3, *spatial) with 3 channels first, got {in_shape}")
         super().__init__(in_shape, (1, *in_shape[1:]))
@@ -165,7 +173,7 @@ class Downsample(LinearOperator):
     """
 
     def __init__(self, in_shape: tuple[int, ...], factor: int):
-        in_shape = _check_shape("in_shape", in_shape)
+        in_shape = check_event_shape("in_shape", in_shape)
         if isinstance(factor, bool) or not isinstance(factor, numbers.Integral) or factor < 1:
             raise ValueError(f"factor must be an integer >= 1, got {factor!r}")
         self.lead = 0 if len(in_shape) == 1 else 1
@@ -239,7 +247,7 @@ class Blur(LinearOperator):
     """
 
     def __init__(self, kernel: torch.Tensor, in_shape: tuple[int, ...], rcond: float = 1e-5):
-        in_shape = _check_shape("in_shape", in_shape)
+        in_shape = check_event_shape("in_shape", in_shape)
         kernel = torch.as_tensor(kernel, dtype=torch.float64)
         m = kernel.ndim
         if m < 1 or m > len(in_shape) or any(k > n for k, n in zip(kernel.shape, in_shape[-m:])):
@@ -318,7 +326,7 @@ class Matrix(LinearOperator):
         if matrix.ndim != 2 or not torch.isfinite(matrix).all():
             raise ValueError(f"matrix must be a finite (d_y, d_x) matrix, got shape {tuple(matrix.shape)}")
         d_y, d_x = matrix.shape
-        in_shape = _check_shape("in_shape", (d_x,) if in_shape is None else in_shape)
+        in_shape = check_event_shape("in_shape", (d_x,) if in_shape is None else in_shape)
         if math.prod(in_shape) != d_x:
             raise ValueError(f"in_shape {in_shape} has {math.prod(in_shape)} entries but matrix has d_x = {d_x} "
                              f"columns")
