@@ -30,11 +30,10 @@ in the small-step limit (a noisy observation then starts the sampler's own rever
 sigma_i``, from ``alpha ybar_i``, which is distributed as ``x_{t*}`` given ``x_0``). With correlated blocks it is an
 approximation: the unobserved part is scored given a noisy observed path instead of ``y``. Measured on the Gaussian
 image oracles (``benchmarks/conditional.py --sections inverse``, n = 1000; whitened squared mean bias, 0 = exact):
-with PC + Langevin (snr 0.25, 500 steps) 0.007-0.077 noiseless and 0.015-0.12 at ``sigma_y = 0.1`` on inpainting,
-colorization and super-resolution, 0.57 / 0.70 on the random projection; predictor-only PC 0.39-5.5. For noisy
-``y`` use a stochastic sampler with a corrector: after ``t*`` the observed coordinates' likelihood score is stiff
-for the first predictor step (measured: predictor-only is off even on independent blocks), and a deterministic
-solver cannot spread the observation's noise.
+with PC + Langevin (snr 0.25, 500 steps) 0.005-0.075 noiseless and 0.011-0.11 at ``sigma_y = 0.1`` on inpainting,
+colorization and super-resolution, 0.57 / 0.61 on the random projection; predictor-only PC 0.39-5.5 (2026-12-06).
+For noisy ``y`` use a stochastic sampler with a corrector (measured: predictor-only is off even on independent
+blocks); a deterministic solver cannot spread the observation's noise.
 """
 
 from __future__ import annotations
