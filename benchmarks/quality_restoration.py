@@ -26,7 +26,7 @@ import torch
 from scorekit import datasets
 from scorekit.analytic import gaussian_posterior
 from scorekit.cli.demo_restoration import METHODS, TASKS, coverage, expected_coverage, observe, restore
-from scorekit.cli.demo_sections import psnr
+from scorekit.metrics import psnr
 from scorekit.training.data import load_photo_patches
 
 

@@ -19,6 +19,7 @@ from torchvision.utils import save_image
 
 from scorekit.conditioning import Blur, gaussian_kernel
 from scorekit.image_io import read_image, resize_array, to_channels
+from scorekit.metrics import psnr
 from scorekit.pipelines import ScoreSDERestorationPipeline
 from scorekit.restoration_methods import add_method_flags, method_arguments
 
@@ -55,12 +56,9 @@ def main(argv=None):
     blurred = pipe.postprocess(y, output_type="pt").float()  # back to [0, 1] (the blur keeps constants)
     save_image(torch.cat([blurred, samples, truth]), args.out, nrow=args.num_samples + 2)
 
-    def psnr(images: torch.Tensor) -> float:
-        return float(-10 * torch.log10(((images - truth) ** 2).mean()))
-
     print(f"wrote {args.out}: blurred input, {args.num_samples} samples, truth; {args.method} ({out.sampler}), NFE "
-          f"{out.nfe_per_sample} per sample; PSNR {psnr(samples):.2f} dB per sample, blurred input "
-          f"{psnr(blurred):.2f} dB")
+          f"{out.nfe_per_sample} per sample; PSNR {psnr(samples, truth):.2f} dB per sample, blurred input "
+          f"{psnr(blurred, truth):.2f} dB")
 
 
 if __name__ == "__main__":

@@ -18,12 +18,9 @@ from torchvision.utils import save_image
 
 from scorekit.conditioning import Downsample
 from scorekit.image_io import read_image, resize_array, to_channels
+from scorekit.metrics import psnr
 from scorekit.pipelines import ScoreSDERestorationPipeline
 from scorekit.restoration_methods import add_method_flags, method_arguments
-
-
-def psnr(x: torch.Tensor, truth: torch.Tensor) -> float:
-    return float(-10 * torch.log10(((x - truth) ** 2).mean()))
 
 
 def main(argv=None):

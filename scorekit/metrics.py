@@ -5,6 +5,13 @@ from __future__ import annotations
 import torch
 
 
+def psnr(x: torch.Tensor, truth: torch.Tensor) -> float:
+    """Peak signal-to-noise ratio in dB of images in [0, 1] (peak 1): ``-10 log10(mean((x - truth)^2))``, the squared
+    error pooled over every element (``truth`` broadcasts, e.g. ``(n, 1, C, H, W)`` against ``k`` samples each: the
+    expected PSNR of one sample)."""
+    return float(-10 * torch.log10(((x.float() - truth.float()) ** 2).mean()))
+
+
 def sliced_wasserstein(
     x: torch.Tensor, y: torch.Tensor, num_projections: int = 256, generator: torch.Generator | None = None
 ) -> float:

@@ -61,3 +61,11 @@ def test_restorations_clip_the_denoised_estimate_without_touching_the_model():
     other = clipped(digits)
     assert other.scheduler.config.clip_sample and other.unet is digits.unet
     assert not digits.scheduler.config.clip_sample
+
+
+def test_psnr_pools_the_squared_error_over_every_sample():
+    from scorekit.metrics import psnr
+
+    truth = torch.zeros(2, 1, 1, 4, 4)
+    samples = torch.cat([torch.full((2, 1, 1, 4, 4), 0.1), torch.full((2, 1, 1, 4, 4), 0.3)], 1)  # k = 2 per image
+    assert psnr(samples, truth) == pytest.approx(-10 * math.log10((0.1**2 + 0.3**2) / 2), rel=1e-6)

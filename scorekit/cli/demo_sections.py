@@ -14,6 +14,7 @@ import torch
 
 import scorekit
 from scorekit import datasets
+from scorekit.metrics import psnr
 
 FAST_SAMPLER, FAST_SAMPLER_NAME = "dpmsolver++", "DPM-Solver++(2M)"  # logSNR grid; steps + 1 denoising call = NFE
 
@@ -110,11 +111,6 @@ def restoration(pipe, out: str, task_name: str, num: int, per_image: int, method
 
 def _held_out(data: str) -> str:
     return "test digits" if data == "digits" else "photo patches"
-
-
-def psnr(x: torch.Tensor, truth: torch.Tensor) -> float:
-    """Peak signal-to-noise ratio in dB of images in [0, 1]: ``-10 log10(mean((x - truth)^2))``."""
-    return float(-10 * torch.log10(((x.float() - truth.float()) ** 2).mean()))
 
 
 def digits_bpd(pipe, num: int, rtol: float, seed: int) -> dict:
