@@ -36,7 +36,7 @@ from ..conditioning.inverse import DDRM, spectral
 from ..utils import append_dims, randn
 from .base import RunContext
 from .grids import Grid
-from .kernels import tweedie_denoise
+from .kernels import tweedie_x0
 from .options import DDRMOptions
 
 
@@ -57,20 +57,24 @@ def ddrm_loop(x: torch.Tensor, ctx: RunContext, grid: Grid, opts: DDRMOptions) -
     c = torch.where(start, spec.ybar + (sigmas[0] ** 2 - spec.sigma**2).clamp_min(0).sqrt() * z, c)
     x = spec.svd.V(c) * append_dims(alpha[0], x.ndim)
     for i in ctx.iterate(grid.steps):
-        x = _step(x, tb[i], sigmas[i], sigmas[i + 1], alpha[i + 1], ctx.score_fn, sde, spec, cond, generator)
-        x = ctx.end_step(i, x)
+        x_step, c = _step(x, c, tb[i], (alpha[i], std[i]), sigmas[i], sigmas[i + 1], alpha[i + 1], ctx.score_fn,
+                          spec, cond, generator)
+        x = ctx.end_step(i, x_step)
+        c = c if x is x_step else None  # a callback that replaced x: its coordinates are recomputed
     if ctx.denoise:
-        x = _step(x, tb[-1], sigmas[-1], torch.zeros_like(sigmas[-1]), torch.ones_like(alpha[-1]), ctx.score_fn, sde,
-                  spec, cond, generator)
+        x, _ = _step(x, c, tb[-1], (alpha[-1], std[-1]), sigmas[-1], torch.zeros_like(sigmas[-1]),
+                     torch.ones_like(alpha[-1]), ctx.score_fn, spec, cond, generator)
     return x
 
 
-def _step(x, t, sigma, sigma_next, alpha_next, score_fn, sde, spec, cond, generator):
-    """One DDRM step from noise level ``sigma`` (time ``t``) to ``sigma_next`` (eqs. 7-8); returns ``x_{t_next}``."""
+def _step(x, c, t, coef, sigma, sigma_next, alpha_next, score_fn, spec, cond, generator):
+    """One DDRM step from noise level ``sigma`` (time ``t``, kernel ``coef = (alpha, std)`` ``(B,)``) to
+    ``sigma_next`` (eqs. 7-8). ``c``: ``V^T x / alpha`` when the caller has it (the previous step's), else ``None``.
+    Returns ``x_{t_next}`` and its ``V^T x_{t_next} / alpha_next``."""
     eta, eta_b = cond.eta, cond.eta_b
-    alpha = sde.marginal_coef(t)[0]
-    c_hat = spec.svd.V_adjoint(tweedie_denoise(x, t, score_fn, sde))
-    c = spec.svd.V_adjoint(x) / append_dims(alpha, 2)
+    alpha, std = coef
+    c_hat = spec.svd.V_adjoint(tweedie_x0(x, score_fn(x, t), append_dims(alpha, x.ndim), append_dims(std, x.ndim)))
+    c = spec.svd.V_adjoint(x) / append_dims(alpha, 2) if c is None else c
     z = randn(tuple(c.shape), generator, c.dtype, c.device)
     keep = (1 - eta**2) ** 0.5 * sigma_next
     sig_obs = torch.where(spec.support, spec.sigma, 1)
@@ -79,4 +83,4 @@ def _step(x, t, sigma, sigma_next, alpha_next, score_fn, sde, spec, cond, genera
     budget = (sigma_next**2 - (eta_b * torch.where(spec.support, spec.sigma, 0)) ** 2).clamp_min(0).sqrt()
     cleaner = (1 - eta_b) * c_hat + eta_b * spec.ybar + budget * z
     c_next = torch.where(~spec.support, unobserved, torch.where(sigma_next < spec.sigma, noisier, cleaner))
-    return spec.svd.V(c_next) * append_dims(alpha_next, x.ndim)
+    return spec.svd.V(c_next) * append_dims(alpha_next, x.ndim), c_next
