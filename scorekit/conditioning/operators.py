@@ -45,14 +45,17 @@ DECOUPLE = torch.tensor(
 )
 
 
-def rgb_to_gray_chroma(x: torch.Tensor) -> torch.Tensor:
-    """``u = DECOUPLE @ x`` along channel dim 1: ``(B, 3, ...) -> (B, 3, ...)``, ``u[:, 0] = sqrt(3) * mean(RGB)``."""
-    return torch.einsum("ij,bj...->bi...", DECOUPLE.to(dtype=x.dtype, device=x.device), x)
+def rgb_to_gray_chroma(x: torch.Tensor, decouple: torch.Tensor | None = None) -> torch.Tensor:
+    """``u = DECOUPLE @ x`` along channel dim 1: ``(B, 3, ...) -> (B, 3, ...)``, ``u[:, 0] = sqrt(3) * mean(RGB)``
+    (``decouple``: :data:`DECOUPLE` already in ``x``'s dtype and device, to skip the conversion)."""
+    m = DECOUPLE.to(dtype=x.dtype, device=x.device) if decouple is None else decouple
+    return torch.einsum("ij,bj...->bi...", m, x)
 
 
-def gray_chroma_to_rgb(u: torch.Tensor) -> torch.Tensor:
+def gray_chroma_to_rgb(u: torch.Tensor, decouple: torch.Tensor | None = None) -> torch.Tensor:
     """Inverse of :func:`rgb_to_gray_chroma` (``DECOUPLE`` is orthogonal, so its inverse is its transpose)."""
-    return torch.einsum("ij,bi...->bj...", DECOUPLE.to(dtype=u.dtype, device=u.device), u)
+    m = DECOUPLE.to(dtype=u.dtype, device=u.device) if decouple is None else decouple
+    return torch.einsum("ij,bi...->bj...", m, u)
 
 
 def _flat(x: torch.Tensor) -> torch.Tensor:
@@ -135,8 +138,9 @@ class Gray(LinearOperator):
         super().__init__(in_shape, (1, *in_shape[1:]))
         pixels = math.prod(in_shape[1:])
         s = torch.cat([torch.full((pixels,), 1 / math.sqrt(3), dtype=torch.float64), torch.zeros(2 * pixels)])
-        self._svd = SVD(s, lambda x: _flat(rgb_to_gray_chroma(x)),
-                        lambda c: gray_chroma_to_rgb(c.reshape(c.shape[0], *in_shape)),
+        self.decouple = DECOUPLE  # cached per dtype / device by _buffer (no copy per call)
+        self._svd = SVD(s, lambda x: _flat(rgb_to_gray_chroma(x, self._buffer("decouple", x))),
+                        lambda c: gray_chroma_to_rgb(c.reshape(c.shape[0], *in_shape), self._buffer("decouple", c)),
                         lambda y: _pad(_flat(y), self.in_dim), lambda c: c[:, :pixels].reshape(-1, *self.out_shape))
 
     def forward(self, x):
