@@ -71,3 +71,9 @@ def test_classifier_needs_labels_and_a_score_model_folder(tmp_path):
         train_classifier.main([*COMMON, "--score_model", str(tmp_path / "nowhere"), "--output_dir", str(tmp_path)])
     with pytest.raises(ValueError, match="labelled data"):
         train_classifier.main([*COMMON[2:], "--dataset", "photos", "--output_dir", str(tmp_path)])
+
+
+def test_random_flip_is_refused_by_the_classifier_trainer(tmp_path):
+    """The classifier's loss draws no augmentation: the flag is refused by name, not silently dropped."""
+    with pytest.raises(ValueError, match="--random_flip is for scorekit train"):
+        train_classifier.main([*COMMON, "--random_flip", "--output_dir", str(tmp_path)])

@@ -121,9 +121,10 @@ class SeededDraws:
 
     @contextlib.contextmanager
     def seeded(self, i: int):
-        """Context in which torch's global RNG is seeded for item ``i`` of this epoch (restored afterwards)."""
+        """Context in which torch's global CPU RNG is seeded for item ``i`` of this epoch (restored afterwards; the
+        CUDA generators are left alone: ``torch.manual_seed`` would reseed them too)."""
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed((self.seed * 1_000_003 + self.epoch) * 1_000_033 + int(i))
+            torch.random.default_generator.manual_seed((self.seed * 1_000_003 + self.epoch) * 1_000_033 + int(i))
             yield
 
 

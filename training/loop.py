@@ -72,8 +72,8 @@ def make_accelerator(args: argparse.Namespace, project: str):
     )
     if accelerator.is_main_process:
         os.makedirs(args.output_dir, exist_ok=True)
-        accelerator.init_trackers(project, config={k: v for k, v in vars(args).items()
-                                                   if isinstance(v, (int, float, str, bool))})
+        accelerator.init_trackers(project, config={k: v for k, v in vars(args).items()  # never the Hub token
+                                                   if isinstance(v, (int, float, str, bool)) and k != "hub_token"})
     return accelerator
 
 

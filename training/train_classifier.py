@@ -147,6 +147,9 @@ def train(args: argparse.Namespace) -> dict:
     from accelerate.utils import set_seed
 
     validate_common(args)
+    if args.random_flip:  # the classifier's loss draws no augmentation
+        raise ValueError("--random_flip is for scorekit train (the score network); the classifier trainer does not "
+                         "augment its data")
     if args.layers_per_block < 1:
         raise ValueError(f"--layers_per_block must be a positive integer, got {args.layers_per_block}")
     if is_shipped_name(args.score_model):
@@ -178,7 +181,7 @@ def train(args: argparse.Namespace) -> dict:
         accelerator.log({f"accuracy/{k}": v for k, v in result["accuracy"].items()}, step=result["steps"])
         for band, acc in result["accuracy"].items():
             print(f"accuracy {band:16s} {acc:.3f}")  # the trainer script reports; library code does not print
-        _save(args, model, scheduler, result, accelerator.num_processes)
+        _save(args, model, scheduler, result, accelerator.num_processes, accelerator.device.type == "cpu")
     accelerator.end_training()
     if exported and repo_id is not None:
         push_folder(args.output_dir, repo_id, args.hub_token)
@@ -195,7 +198,7 @@ def _eval_set(args, dataset) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.stack([it["images"] for it in items]), torch.stack([it["labels"] for it in items])
 
 
-def _save(args, model, scheduler, result: dict, processes: int) -> None:
+def _save(args, model, scheduler, result: dict, processes: int, on_cpu: bool) -> None:
     if args.score_model is not None:
         from scorekit.pipelines import ScoreSDEClassConditionalPipeline
 
@@ -213,7 +216,7 @@ def _save(args, model, scheduler, result: dict, processes: int) -> None:
     entry = "scorekit train-classifier" if getattr(args, "entry", None) == "cli" else "training/train_classifier.py"
     write_card(saved, args.output_dir, args.hub_model_id, scheduler=scheduler,
                training_data=data_description(args), training_facts=facts,
-               training_command=training_command(args, add_classifier_flags, entry, processes))
+               training_command=training_command(args, add_classifier_flags, entry, processes, on_cpu))
 
 
 def main(argv: list[str] | None = None) -> dict:
