@@ -190,6 +190,10 @@ class ScoreSDEPipeline(LikelihoodMixin, DiffusionPipeline):
         """The :class:`~scorekit.sde.SDE` the scheduler's config defines."""
         return self.scheduler.sde
 
+    def clips_denoised(self) -> bool:
+        """Whether sampling clamps the denoised estimate to the data range: the scheduler's ``clip_sample``."""
+        return bool(self.scheduler.config.get("clip_sample", False))
+
     def score_fn(self) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
         """The network as a ``score_fn(x, t)`` under the scheduler's parameterization (the unconditional score
         ``s(x, t, null)`` of a class-conditional UNet, see :func:`null_class_label`)."""
@@ -197,12 +201,12 @@ class ScoreSDEPipeline(LikelihoodMixin, DiffusionPipeline):
                               self.scheduler.config.prediction_type)
 
     def sampling_score_fn(self, score_fn: Callable | None = None) -> Callable:
-        """``score_fn`` (default :meth:`score_fn`) as the samplers use it: with the scheduler's ``clip_sample``, the
-        score whose Tweedie estimate ``x0 = (x + std^2 score) / alpha`` is clamped to ``data_range`` (diffusers'
-        ``clip_sample``; see :func:`scorekit.schedulers.discrete.clip_denoised_score`). Likelihoods and encoding use
-        the unclipped :meth:`score_fn`, the model's own probability-flow ODE."""
+        """``score_fn`` (default :meth:`score_fn`) as the samplers use it: when :meth:`clips_denoised` (the
+        scheduler's ``clip_sample``), the score whose Tweedie estimate ``x0 = (x + std^2 score) / alpha`` is clamped
+        to ``data_range`` (diffusers' ``clip_sample``; see :func:`scorekit.schedulers.discrete.clip_denoised_score`).
+        Likelihoods and encoding use the unclipped :meth:`score_fn`, the model's own probability-flow ODE."""
         score_fn = self.score_fn() if score_fn is None else score_fn
-        if not self.scheduler.config.get("clip_sample", False):
+        if not self.clips_denoised():
             return score_fn
         sde, data_range = self.sde, tuple(self.scheduler.data_range)
 

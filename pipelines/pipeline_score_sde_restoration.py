@@ -51,6 +51,14 @@ class ScoreSDERestorationPipeline(ScoreSDEPipeline):
 
     returns_particles = True
 
+    def clips_denoised(self) -> bool:
+        """Restoration always clamps the denoised estimate to the data range, whatever the scheduler's
+        ``clip_sample`` (which governs plain sampling): through an unclipped estimate the likelihood gradients of
+        DPS, PiGDM and TDS carry the network's Jacobian divided by ``alpha(t)`` and diverge on a model whose estimate
+        leaves the range early (``scorekit/digits-unconditional``: non-finite at t ~ 0.93 of a 100-step PiGDM run),
+        and ``benchmarks/quality.py`` measures every method this way."""
+        return True
+
     @torch.no_grad()
     def __call__(self, observation, operator: LinearOperator | None = None, noise_std: float | None = None,
                  method: str = "replacement", num_particles: int | None = None, batch_size: int | None = None,

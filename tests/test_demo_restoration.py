@@ -10,10 +10,10 @@ import torch
 from scorekit.cli.demo_restoration import (
     METHODS,
     TASKS,
-    clipped,
     coverage,
     expected_coverage,
     observe,
+    restorer,
 )
 from scorekit.pipelines import ScoreSDEPipeline
 
@@ -55,12 +55,10 @@ def test_every_method_family_is_in_the_restoration_table():
 
 
 def test_restorations_clip_the_denoised_estimate_without_touching_the_model():
-    photos = ScoreSDEPipeline.from_pretrained("scorekit/photos")
-    assert clipped(photos) is photos  # it clips already
     digits = ScoreSDEPipeline.from_pretrained("scorekit/digits-unconditional")
-    other = clipped(digits)
-    assert other.scheduler.config.clip_sample and other.unet is digits.unet
-    assert not digits.scheduler.config.clip_sample
+    other = restorer(digits)
+    assert other.clips_denoised() and other.unet is digits.unet
+    assert not digits.clips_denoised() and not digits.scheduler.config.clip_sample
 
 
 def test_psnr_pools_the_squared_error_over_every_sample():

@@ -8,12 +8,8 @@ sigma = 1 px, 5x5 taps, with noise sigma_y = 0.02 in the model's [-1, 1] units, 
 Methods (:data:`METHODS`): replacement with PC + Langevin or predictor-only, DPS, PiGDM, DDRM, and the particle
 samplers TDS and MCGdiff (K = :data:`NUM_PARTICLES` particles per returned sample).
 
-Every restoration clips the denoised estimate ``x0 = (x + std^2 score) / alpha`` to the data range at each score
-evaluation (the schedulers' ``clip_sample=True``, which ``scorekit/photos`` sets itself; :func:`clipped`). Through
-the unclipped ``scorekit/digits-unconditional`` the likelihood gradient of PiGDM diverges (non-finite at t ~ 0.9 of
-a 100-step run): it carries the network's Jacobian of ``x0``, divided by ``alpha(t)`` (0.017 at t = 0.9), and the
-clip zeroes it where ``x0`` is out of range. Replacement (PC + Langevin, 100 steps) and DDRM (20 steps) inpaint 8
-test digits to the same PSNR (within 0.02 dB) with and without it.
+Every restoration runs through :class:`~scorekit.pipelines.ScoreSDERestorationPipeline`, as users run it (which
+clips the denoised estimate to the data range at each score evaluation; see its ``clips_denoised``).
 """
 
 from __future__ import annotations
@@ -24,17 +20,11 @@ from dataclasses import dataclass, field
 import torch
 
 from scorekit.conditioning import (
-    DDRM,
-    DPS,
-    TDS,
     Blur,
     Downsample,
     Gray,
     Mask,
-    MCGdiff,
     Observation,
-    PiGDM,
-    Replacement,
     gaussian_kernel,
 )
 
@@ -120,30 +110,31 @@ TASKS = {t.name: t for t in (
 
 @dataclass(frozen=True)
 class Method:
-    """An inverse-problem method and the sampler settings it runs with (``steps`` = ``num_inference_steps``)."""
+    """A row of the table: a restoration ``method`` (:data:`scorekit.restoration_methods.METHODS`) with its
+    ``method_options`` and the pipeline settings it runs with (``steps`` = ``num_inference_steps``)."""
 
     name: str
     label: str
-    condition: type
+    method: str
     settings: dict = field(default_factory=dict)
-    condition_kwargs: dict = field(default_factory=dict)
+    method_options: dict = field(default_factory=dict)
 
     def describe(self, steps: int) -> str:
         return self.label.format(steps=steps)
 
 
 METHODS = {m.name: m for m in (
-    Method("replacement-pc", "replacement, PC {steps} steps + Langevin", Replacement, dict(sampler="pc")),
-    Method("replacement", "replacement, PC {steps} steps predictor-only", Replacement,
+    Method("replacement-pc", "replacement, PC {steps} steps + Langevin", "replacement", dict(sampler="pc")),
+    Method("replacement", "replacement, PC {steps} steps predictor-only", "replacement",
            dict(sampler="pc", corrector="none")),
-    Method("dps", "DPS (scale 0.5), {steps} ancestral steps", DPS,
-           dict(sampler="pc", predictor="ancestral_sampling", corrector="none"), dict(scale=0.5)),
-    Method("pigdm", "PiGDM, DDIM eta 1, {steps} steps", PiGDM, dict(sampler="ddim", eta=1.0)),
-    Method("ddrm", "DDRM (eta 0.85, eta_b 1), {steps} steps", DDRM, dict(sampler="ddrm")),
-    Method("tds", f"TDS, K = {NUM_PARTICLES} particles x {{steps}} steps", TDS,
-           dict(sampler="tds", num_particles=NUM_PARTICLES)),
-    Method("mcgdiff", f"MCGdiff, K = {NUM_PARTICLES} particles x {{steps}} steps", MCGdiff,
-           dict(sampler="mcgdiff", num_particles=NUM_PARTICLES)),
+    # the methods' own defaults (restoration_methods.METHODS): DPS on ancestral steps, PiGDM on DDIM with eta 1
+    Method("dps", "DPS (scale 0.5), {steps} ancestral steps", "dps", method_options=dict(scale=0.5)),
+    Method("pigdm", "PiGDM, DDIM eta 1, {steps} steps", "pigdm"),
+    Method("ddrm", "DDRM (eta 0.85, eta_b 1), {steps} steps", "ddrm"),
+    Method("tds", f"TDS, K = {NUM_PARTICLES} particles x {{steps}} steps", "tds",
+           dict(num_particles=NUM_PARTICLES)),
+    Method("mcgdiff", f"MCGdiff, K = {NUM_PARTICLES} particles x {{steps}} steps", "mcgdiff",
+           dict(num_particles=NUM_PARTICLES)),
 )}
 
 
@@ -159,22 +150,9 @@ def observe(pipe, task: Task, truth: torch.Tensor, seed: int) -> tuple[Observati
     return Observation(op, y, task.sigma_y), (y - lo) / (hi - lo)
 
 
-def clipped(pipe):
-    """``pipe``, or a :class:`~scorekit.pipelines.ScoreSDEPipeline` over its UNet whose scheduler clips the denoised
-    estimate to the data range (``clip_sample=True``) when ``pipe``'s does not (module doc)."""
-    from scorekit.pipelines import ScoreSDEPipeline
-
-    if pipe.scheduler.config.get("clip_sample", False):
-        return pipe
-    other = ScoreSDEPipeline(unet=pipe.unet, scheduler=type(pipe.scheduler).from_config(pipe.scheduler.config,
-                                                                                          clip_sample=True))
-    other.set_progress_bar_config(**getattr(pipe, "_progress_bar_config", {}))
-    return other
-
-
 def restore(pipe, task: Task, truth: torch.Tensor, per_image: int, method: Method, steps: int, seed: int) -> dict:
-    """``per_image`` restorations of each image of ``truth`` ``(n, C, H, W)`` in [0, 1] with ``method``, by
-    :func:`clipped` ``(pipe)``.
+    """``per_image`` restorations of each image of ``truth`` ``(n, C, H, W)`` in [0, 1] with ``method``, by a
+    :class:`~scorekit.pipelines.ScoreSDERestorationPipeline` over ``pipe``'s UNet and scheduler.
 
     Returns:
         dict with ``samples`` ``(n, per_image, C, H, W)`` in [0, 1], ``y`` (the observation in [0, 1] units),
@@ -186,12 +164,24 @@ def restore(pipe, task: Task, truth: torch.Tensor, per_image: int, method: Metho
     batch = Observation(obs.operator, obs.y.repeat_interleave(k, 0), obs.sigma_y)
     g = torch.Generator().manual_seed(seed)
     start = time.perf_counter()
-    res = clipped(pipe)(batch_size=len(truth) * k, condition=method.condition(batch, **method.condition_kwargs),
-                        num_inference_steps=steps, generator=g, output_type="pt", **method.settings)
+    res = restorer(pipe)(observation=batch, method=method.method, method_options=method.method_options or None,
+                         batch_size=len(truth) * k, num_inference_steps=steps, generator=g, output_type="pt",
+                         **method.settings)
     seconds = time.perf_counter() - start
     samples = res.images.float().reshape(len(truth), k, *truth.shape[1:])
-    nfe = res.nfe * method.settings.get("num_particles", 1)  # the pipeline reports score calls per particle
-    return dict(samples=samples, y=y_unit, nfe=nfe, seconds=seconds, method=method.describe(steps))
+    return dict(samples=samples, y=y_unit, nfe=res.nfe_per_sample, seconds=seconds, method=method.describe(steps))
+
+
+def restorer(pipe):
+    """A :class:`~scorekit.pipelines.ScoreSDERestorationPipeline` over ``pipe``'s UNet and scheduler (its progress
+    bar settings kept)."""
+    from scorekit.pipelines import ScoreSDERestorationPipeline
+
+    if isinstance(pipe, ScoreSDERestorationPipeline):
+        return pipe
+    other = ScoreSDERestorationPipeline(unet=pipe.unet, scheduler=pipe.scheduler)
+    other.set_progress_bar_config(**getattr(pipe, "_progress_bar_config", {}))
+    return other
 
 
 def coverage(samples: torch.Tensor, truth: torch.Tensor, where: torch.Tensor | None = None) -> float:
