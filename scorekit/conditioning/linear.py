@@ -144,10 +144,6 @@ class LinearOperator:
         eye = torch.eye(self.in_dim, dtype=dtype).reshape(self.in_dim, *self.in_shape)
         return self.forward(eye).reshape(self.in_dim, self.out_dim).T
 
-    def check_input(self, x: torch.Tensor, name: str = "x") -> None:
-        """ValueError naming ``name`` unless ``x`` is ``(B, *in_shape)`` (with ``B == batch_size`` if set)."""
-        _check_batched(name, x, self.in_shape, self.batch_size, f"{type(self).__name__}.in_shape")
-
     def _buffer(self, name: str, like: torch.Tensor) -> torch.Tensor:
         """The float64 attribute ``name`` in ``like``'s dtype and device, cached (no per-call conversions)."""
         key = (name, like.dtype, like.device)
@@ -159,15 +155,6 @@ class LinearOperator:
                 dtype = real if value.is_floating_point() else value.dtype
             self._buffers[key] = value.to(device=like.device, dtype=dtype)
         return self._buffers[key]
-
-
-def _check_batched(name: str, x, event: tuple[int, ...], batch: int | None, what: str) -> None:
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor of shape (B, {_shape_str(event)}), got {type(x).__name__}")
-    if tuple(x.shape[1:]) != event or x.ndim != len(event) + 1 or (batch is not None and x.shape[0] != batch):
-        b = "B" if batch is None else str(batch)
-        raise ValueError(f"{name} has shape {tuple(x.shape)} but {what} = {event}; expected "
-                         f"({b}, {_shape_str(event)})")
 
 
 class ComposedOperator(LinearOperator):

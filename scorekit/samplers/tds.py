@@ -42,7 +42,7 @@ from .base import RunContext
 from .grids import Grid
 from .kernels import tweedie_x0
 from .options import TDSOptions
-from .smc import ParticleSystem, ancestral_coef
+from .smc import ParticleSystem, ancestral_coef, log_normal
 
 
 def gaussian_twist(problem: TDS, groups: int, particles: int, alphas: list[float], stds: list[float],
@@ -53,13 +53,11 @@ def gaussian_twist(problem: TDS, groups: int, particles: int, alphas: list[float
     obs, tau2 = problem.observation, problem.data_variance
     op, sigma_y = obs.operator, obs.sigma_y
     y = obs.y.to(like).expand(groups, *op.out_shape).repeat_interleave(particles, 0)
-    m = op.out_dim
 
     def twist(x0: torch.Tensor, i: int) -> torch.Tensor:
         r2 = (stds[i] / alphas[i]) ** 2
         var = sigma_y**2 + (r2 if tau2 is None else tau2 * r2 / (r2 + tau2))
-        sq = (y - op.forward(x0)).reshape(x0.shape[0], -1).square().sum(-1)
-        return -0.5 * (sq / var + m * math.log(2 * math.pi * var))
+        return log_normal(y, op.forward(x0), var).reshape(x0.shape[0], -1).sum(-1)
 
     return twist
 
