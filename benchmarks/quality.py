@@ -229,8 +229,12 @@ def main() -> None:
     a.cfg_scales = a.cfg_scales or ([1.0, 3.0] if a.quick else [1.0, 1.5, 2.0, 3.0, 5.0])
     if a.classifier_scales is None:
         a.classifier_scales = [3.0] if a.quick else [1.0, 3.0, 5.0, 10.0]
-    a.restore_digits = a.restore_digits or (4 if a.quick else 12)
-    a.restore_photos = a.restore_photos or (2 if a.quick else 4)
+    a.restore_digits = (4 if a.quick else 12) if a.restore_digits is None else a.restore_digits
+    a.restore_photos = (2 if a.quick else 4) if a.restore_photos is None else a.restore_photos
+    for flag, value, least in (("--restore-digits", a.restore_digits, 1), ("--restore-photos", a.restore_photos, 1),
+                               ("--restore-samples", a.restore_samples, 2)):  # a mean and an interval need 2
+        if value < least:
+            p.error(f"{flag} must be >= {least}, got {value}")
     a.restore_runs = QUICK if a.quick else FULL
     a.bpd_num = 40 if a.quick else 360
     from scorekit.pipelines import ScoreSDEClassConditionalPipeline, ScoreSDEPipeline

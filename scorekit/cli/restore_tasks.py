@@ -63,7 +63,8 @@ def observe(pipe, args: argparse.Namespace) -> Observed:
     if args.simulate:
         truth = unit_tensor(load_image(args.image, (width, height), channels, resize=args.resize))
         y = operator(pipe.to_model_range(truth, torch.float32).cpu())
-        y = y + noise * torch.randn(y.shape, generator=torch.Generator().manual_seed(args.seed))
+        # the observation's noise from its own stream (seed + 1), not the sampler's first draws (as the demo does)
+        y = y + noise * torch.randn(y.shape, generator=torch.Generator().manual_seed(args.seed + 1))
         lo, hi = pipe.scheduler.data_range
         ones = torch.ones(1, *operator.in_shape)
         observation, y01 = y, ((y - lo * operator(ones)) / (hi - lo)).clamp(0, 1)
