@@ -29,8 +29,12 @@ from scorekit.conditioning import (
 )
 
 from .common import mark_hole
+from .restore import DEFAULT_NOISE
+from .restore import TASKS as CLI_TASKS
 
-BLUR_SIGMA, BLUR_TAPS, DEBLUR_SIGMA_Y = 1.0, 5, 0.02
+# the deblurring task of scorekit restore's defaults (one place): Gaussian kernel sigma 1 px, 5x5 taps, sigma_y 0.02
+BLUR_SIGMA, BLUR_TAPS = CLI_TASKS["deblur"][1]["blur_sigma"], CLI_TASKS["deblur"][1]["kernel_size"]
+DEBLUR_SIGMA_Y = DEFAULT_NOISE["deblur"]
 NUM_PARTICLES = 4
 
 
