@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 # Counts every subcommand may take, by argparse dest, with their smallest accepted value; checked by check_cli_args
 # (one validator, scorekit.utils.check_count) before any work, under the flag the user typed.
 COUNT_ARGS = {"batch_size": 1, "num_samples": 1, "nrow": 1, "steps": 1, "n_corrector_steps": 1, "num_probes": 1,
-              "num_particles": 1, "factor": 1, "kernel_size": 1}
+              "num_particles": 1, "factor": 1, "kernel_size": 1, "num_levels": 2}
 POSITIVE_ARGS = ("snr", "rtol", "atol", "blur_sigma")
 NON_NEGATIVE_ARGS = ("eta", "noise_std", "scale")
 FRACTION_ARGS = ("ess_threshold",)  # in (0, 1]

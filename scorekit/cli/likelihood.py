@@ -49,8 +49,6 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    if args.num_levels is not None and args.num_levels < 2:
-        raise ValueError(f"--num-levels must be an integer >= 2, got {args.num_levels}")
     if args.data_range is not None and not args.data_range[0] < args.data_range[1]:
         raise ValueError(f"--data-range LO HI needs LO < HI, got {args.data_range[0]:g} {args.data_range[1]:g}")
     pipe = load_pipeline(args.model, args.device)
